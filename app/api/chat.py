@@ -1,0 +1,137 @@
+"""Chat over HTTP: a JSON turn, an SSE turn, replay of a run's events, stop, history."""
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse
+
+from app.api.chat_input import ChatRequest, checked_message
+from app.api.deps import Services, ServicesDep
+from app.api.errors import ApiError
+from app.api.sse import event_stream, parse_last_event_id
+from app.engine.events import MessageCompleted, RunFailed
+from app.engine.runs import Run
+from app.store.models import StoredMessage
+
+router = APIRouter(prefix="/api/chat", tags=["chat"])
+
+LLM_ERROR_STATUS = {"llm_unavailable": 503, "llm_timeout": 504, "run_timeout": 504}
+
+
+class ChatReply(BaseModel):
+    conversation_id: str
+    run_id: str
+    message_id: str | None
+    agent: str | None
+    content: str
+    status: Literal["completed", "stopped"]
+    lead: dict[str, Any] | None = None
+    events_url: str
+
+
+class StopReply(BaseModel):
+    run_id: str
+    status: str
+
+
+class History(BaseModel):
+    conversation_id: str
+    active_agent: str
+    messages: list[StoredMessage]
+
+
+def events_url(run: Run) -> str:
+    return f"/api/chat/runs/{run.id}/events"
+
+
+async def submit(services: Services, body: ChatRequest) -> Run:
+    message = checked_message(body.message, services.settings.max_message_chars)
+    return await services.runs.submit(message, body.conversation_id, body.metadata)
+
+
+@router.post("/message", response_model=ChatReply)
+async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
+    """One turn, answered as JSON once the reply is complete."""
+    run = await submit(services, body)
+    final: MessageCompleted | None = None
+    async for event in services.runs.follow(run.id):
+        if isinstance(event, MessageCompleted):
+            final = event
+        elif isinstance(event, RunFailed):
+            status = LLM_ERROR_STATUS.get(event.error.code, 502)
+            raise ApiError(status, event.error.code, event.error.message)
+    return ChatReply(
+        conversation_id=run.conversation_id,
+        run_id=run.id,
+        message_id=final.message_id if final else None,
+        agent=final.agent if final else None,
+        content=final.content if final else "",
+        status="stopped" if run.status == "stopped" else "completed",
+        events_url=events_url(run),
+    )
+
+
+@router.post(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def chat_stream(body: ChatRequest, services: ServicesDep) -> EventSourceResponse:
+    """One turn, streamed as server-sent events of the run (see the event schema)."""
+    run = await submit(services, body)
+    return event_stream(
+        services.runs.follow(run.id),
+        services.settings.sse_ping_seconds,
+        headers={"X-Run-ID": run.id, "X-Conversation-ID": run.conversation_id},
+    )
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def run_events(
+    run_id: str,
+    services: ServicesDep,
+    last_event_id: str | None = Header(default=None),
+    after_seq: int | None = Query(default=None, ge=0, description="Resume after this seq."),
+) -> EventSourceResponse:
+    """The run's events as SSE: a replay, then the live tail until the terminal event.
+    Honours `Last-Event-ID` (or `after_seq`), so EventSource reconnects lose nothing."""
+    if not await services.runs.run_exists(run_id):
+        raise ApiError(404, "run_not_found", f"No run {run_id}.")
+    seen = after_seq if after_seq is not None else parse_last_event_id(last_event_id, run_id)
+    return event_stream(services.runs.follow(run_id, seen), services.settings.sse_ping_seconds)
+
+
+@router.post("/runs/{run_id}/stop", response_model=StopReply)
+async def stop_run(run_id: str, services: ServicesDep) -> StopReply:
+    """Stop a running turn; the partial reply is kept and marked stopped."""
+    status = await services.runs.stop(run_id)
+    return StopReply(run_id=run_id, status=status)
+
+
+@router.get("/history/{conversation_id}", response_model=History)
+async def history(conversation_id: str, services: ServicesDep) -> History:
+    """The conversation's transcript: visitor and agent messages with their status."""
+    conversation = await services.store.get_conversation(conversation_id)
+    if conversation is None:
+        raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
+    return History(
+        conversation_id=conversation.id,
+        active_agent=conversation.active_agent,
+        messages=await services.store.list_messages(conversation_id),
+    )
+
+
+@router.delete("/history/{conversation_id}", status_code=204)
+async def erase(conversation_id: str, services: ServicesDep) -> Response:
+    """Erase the conversation and everything derived from it (running turns are stopped)."""
+    for run in list(services.runs.active.values()):
+        if run.conversation_id == conversation_id:
+            await services.runs.stop(run.id, reason="erased")
+    if not await services.store.delete_conversation(conversation_id):
+        raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
+    return Response(status_code=204)

@@ -1,0 +1,22 @@
+"""The bus protocol: publish a run's events, follow them from any sequence number."""
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from app.engine.events import Event
+
+
+class Bus(Protocol):
+    name: str
+
+    async def publish(self, event: Event) -> None:
+        """Append an event to its run's log and wake every follower."""
+
+    def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Yield the run's events after `after_seq`, then live ones, until the terminal one."""
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether the bus still holds this run's log (finished logs expire)."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,61 @@
+"""Settings: every knob of the server, read from the environment and `.env`.
+
+Each field is documented in `.env.example`; the defaults run the server with no
+services at all (SQLite under ./data, in-process bus, Ollama or the offline engine).
+"""
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+
+    # Store
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    supabase_url: str | None = None
+    supabase_key: str | None = None
+
+    # Bus
+    redis_url: str | None = None
+
+    # LLM
+    llm_provider: Literal["auto", "ollama", "openai", "offline"] = "auto"
+    ollama_host: str = "http://127.0.0.1:11434"
+    ollama_model: str = "qwen2.5:7b-instruct"
+    ollama_timeout_seconds: float = 120.0
+    ollama_keep_alive: str = "10m"
+    ollama_num_ctx: int = 8192
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_api_key: str = "not-needed"
+    openai_model: str = "gpt-4o-mini"
+    llm_probe_timeout_seconds: float = 2.0
+    offline_token_delay_seconds: float = 0.03
+
+    # Runs
+    max_message_chars: int = 4000
+    run_timeout_seconds: float = 180.0
+    run_heartbeat_seconds: float = 5.0
+    run_log_ttl_seconds: float = 900.0
+    sse_ping_seconds: int = 15
+    agent_max_iters: int = 6
+
+    # Integrations (off until configured)
+    crm_api_key: str | None = None
+    email_api_key: str | None = None
+    calendar_api_key: str | None = None
+
+    @cached_property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "parley.db"

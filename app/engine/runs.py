@@ -1,0 +1,389 @@
+"""Runs: one per turn, one at a time per conversation, stoppable and bounded in time.
+
+A run belongs to the server, not to the request that started it: a client that
+disconnects leaves it running, and any client can follow its events from any seq.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from agentscope.state import AgentState
+
+from app.bus import Bus
+from app.config import Settings
+from app.engine.events import (
+    AnyEvent,
+    ErrorInfo,
+    Event,
+    Heartbeat,
+    MessageCompleted,
+    MessageDelta,
+    RunCompleted,
+    RunFailed,
+    RunQueued,
+    RunStarted,
+    RunStopped,
+    Usage,
+)
+from app.engine.replay import ReplyDraft, durable, replay
+from app.store import Store
+from app.store.models import Conversation, RunOutcome, RunRecord, StoredEvent, StoredMessage
+
+log = logging.getLogger(__name__)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ConversationNotFound(LookupError):
+    pass
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class Run:
+    """One turn of a conversation and everything it has emitted."""
+
+    def __init__(
+        self, bus: Bus, conversation: Conversation, message: str, user_message_id: str
+    ) -> None:
+        self.id = new_id()
+        self.conversation = conversation
+        self.message = message
+        self.user_message_id = user_message_id
+        self.created_at = time.time()
+        self.status = "queued"
+        self.seq = 0
+        self.stop_requested = False
+        self.stop_reason = "requested"
+        self.replies: list[ReplyDraft] = []
+        self.durable_events: list[StoredEvent] = []
+        self.agent_states: dict[str, AgentState] = {}
+        self.active_agent: str | None = None
+        self.usage = Usage()
+        self.last_emit_at = time.monotonic()
+        self.turn_task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        self._started_at = time.monotonic()
+        self._bus = bus
+
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
+    def make(self, event_type: type[Event], **fields: Any) -> Event:
+        self.seq += 1
+        return event_type(
+            run_id=self.id, conversation_id=self.conversation_id, seq=self.seq, **fields
+        )
+
+    async def publish(self, event: Event) -> None:
+        self.last_emit_at = time.monotonic()
+        if event.type not in ("message.delta", "heartbeat"):
+            self.durable_events.append(durable(event))
+        await self._bus.publish(event)
+
+    async def emit(self, event_type: type[Event], **fields: Any) -> Event:
+        event = self.make(event_type, **fields)
+        await self.publish(event)
+        return event
+
+    # Replies
+
+    def open_reply(self, agent: str) -> ReplyDraft:
+        reply = ReplyDraft(message_id=new_id(), agent=agent)
+        self.replies.append(reply)
+        return reply
+
+    async def delta(self, reply: ReplyDraft, text: str) -> None:
+        if self.usage.first_token_ms is None:
+            self.usage.first_token_ms = round((time.monotonic() - self._started_at) * 1000, 1)
+        event = self.make(MessageDelta, agent=reply.agent, message_id=reply.message_id, delta=text)
+        reply.add(event)  # type: ignore[arg-type]
+        await self.publish(event)
+
+    async def complete_reply(self, reply: ReplyDraft, status: str = "complete") -> None:
+        reply.status = status
+        await self.emit(
+            MessageCompleted,
+            agent=reply.agent,
+            message_id=reply.message_id,
+            content=reply.text,
+            status=status,
+        )
+
+    def final_reply(self) -> ReplyDraft | None:
+        return self.replies[-1] if self.replies else None
+
+    def mark_started(self) -> None:
+        self.status = "running"
+        self._started_at = time.monotonic()
+
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self._started_at) * 1000, 1)
+
+
+class TurnEngine(Protocol):
+    """What runs the agents for a run (the group)."""
+
+    async def run(self, run: Run) -> None: ...
+
+    def classify_error(self, exc: BaseException) -> ErrorInfo: ...
+
+
+class RunManager:
+    def __init__(self, settings: Settings, store: Store, bus: Bus, engine: TurnEngine) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.engine = engine
+        self.active: dict[str, Run] = {}
+        self._queues: dict[str, list[Run]] = {}
+        self._turn: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Lifecycle
+
+    async def recover(self) -> None:
+        """Close the runs a previous process left unfinished, so that no stream hangs."""
+        for record in await self.store.list_unfinished_runs():
+            seq = max((e.seq for e in await self.store.list_run_events(record.id)), default=0)
+            error = ErrorInfo(
+                code="server_restarted",
+                message="The server restarted during this reply; please send the message again.",
+            )
+            event = RunFailed(
+                run_id=record.id, conversation_id=record.conversation_id, seq=seq + 1, error=error
+            )
+            await self.store.finish_run(
+                record.id,
+                RunOutcome(
+                    status="failed",
+                    error_code=error.code,
+                    error_message=error.message,
+                    events=[durable(event)],
+                ),
+            )
+
+    async def shutdown(self) -> None:
+        """Stop every running turn, keeping partial replies, and wait for them to be saved."""
+        for run in list(self.active.values()):
+            await self.stop(run.id, reason="shutdown")
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+
+    # Starting and stopping
+
+    async def submit(
+        self, message: str, conversation_id: str | None = None, metadata: dict | None = None
+    ) -> Run:
+        """Accept a turn: record it, queue it behind the conversation's running turn, start it."""
+        conversation = await self._conversation(conversation_id, metadata or {})
+        user_message = StoredMessage(
+            id=new_id(),
+            conversation_id=conversation.id,
+            run_id="",
+            role="user",
+            content=message,
+            created_at=time.time(),
+        )
+        run = Run(self.bus, conversation, message, user_message.id)
+        user_message.run_id = run.id
+        await self.store.start_run(
+            RunRecord(
+                id=run.id,
+                conversation_id=conversation.id,
+                user_message_id=user_message.id,
+                status="queued",
+                created_at=run.created_at,
+            ),
+            user_message,
+        )
+        self.active[run.id] = run
+        queue = self._queues.setdefault(conversation.id, [])
+        queue.append(run)
+        self._turn[run.id] = asyncio.Event()
+        if len(queue) == 1:
+            self._turn[run.id].set()
+        else:
+            await run.emit(RunQueued, position=len(queue) - 1)
+        task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
+
+    async def stop(self, run_id: str, reason: str = "requested") -> str:
+        """Stop a run; returns its status afterwards. Stopping a finished run changes nothing."""
+        run = self.active.get(run_id)
+        if run is None:
+            record = await self.store.get_run(run_id)
+            if record is None:
+                raise RunNotFound(run_id)
+            return record.status
+        if not run.stop_requested:
+            run.stop_requested = True
+            run.stop_reason = reason
+            if run.turn_task is not None:
+                run.turn_task.cancel()  # closes the upstream model request too
+            self._turn[run.id].set()  # a queued run wakes up only to stop
+        await run.done.wait()
+        return run.status
+
+    async def _conversation(self, conversation_id: str | None, metadata: dict) -> Conversation:
+        if conversation_id is not None:
+            conversation = await self.store.get_conversation(conversation_id)
+            if conversation is None:
+                raise ConversationNotFound(conversation_id)
+            return conversation
+        now = time.time()
+        conversation = Conversation(id=new_id(), metadata=metadata, created_at=now, updated_at=now)
+        await self.store.create_conversation(conversation)
+        return conversation
+
+    # Execution
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            await self._turn[run.id].wait()
+            if run.stop_requested:
+                outcome = await self._finish_stopped(run)
+            else:
+                outcome = await self._run_turn(run)
+            await self._finish(run, outcome)
+        except Exception:  # the run must always end with a terminal event
+            log.exception("run %s crashed", run.id)
+            await self._finish(run, await self._finish_failed(run, self._internal_error()))
+        finally:
+            self._advance_queue(run)
+            self.active.pop(run.id, None)
+            run.done.set()
+
+    async def _run_turn(self, run: Run) -> tuple[Event, RunOutcome]:
+        await self.store.mark_run_running(run.id)
+        run.mark_started()
+        await run.emit(RunStarted, message_id=run.user_message_id, message=run.message)
+        run.turn_task = asyncio.create_task(self.engine.run(run))
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        try:
+            done, _ = await asyncio.wait({run.turn_task}, timeout=self.settings.run_timeout_seconds)
+            if not done:
+                run.turn_task.cancel()
+                await asyncio.wait({run.turn_task})
+                return await self._finish_failed(
+                    run,
+                    ErrorInfo(
+                        code="run_timeout",
+                        message=f"The reply took longer than {self.settings.run_timeout_seconds:g}"
+                        " seconds and was cut; the partial reply is kept.",
+                    ),
+                )
+        finally:
+            heartbeat.cancel()
+        if run.stop_requested:
+            return await self._finish_stopped(run)
+        if (exc := run.turn_task.exception()) is not None:
+            log.warning("run %s failed: %r", run.id, exc)
+            return await self._finish_failed(run, self.engine.classify_error(exc))
+        run.usage.duration_ms = run.elapsed_ms()
+        return run.make(RunCompleted, usage=run.usage), RunOutcome(
+            status="completed", usage=run.usage.model_dump()
+        )
+
+    async def _heartbeat(self, run: Run) -> None:
+        """Say that the run is alive whenever it has been quiet (e.g. a model is loading)."""
+        interval = self.settings.run_heartbeat_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - run.last_emit_at >= interval:
+                waiting = run.usage.first_token_ms is None
+                await run.emit(Heartbeat, status="waiting_for_model" if waiting else "working")
+
+    async def _close_open_replies(self, run: Run, status: str) -> None:
+        for reply in run.replies:
+            if reply.status is None:
+                await run.complete_reply(reply, status)
+
+    async def _finish_stopped(self, run: Run) -> tuple[Event, RunOutcome]:
+        await self._close_open_replies(run, "stopped")
+        return run.make(RunStopped, reason=run.stop_reason), RunOutcome(status="stopped")
+
+    async def _finish_failed(self, run: Run, error: ErrorInfo) -> tuple[Event, RunOutcome]:
+        await self._close_open_replies(run, "failed")
+        outcome = RunOutcome(status="failed", error_code=error.code, error_message=error.message)
+        return run.make(RunFailed, error=error), outcome
+
+    @staticmethod
+    def _internal_error() -> ErrorInfo:
+        return ErrorInfo(
+            code="internal_error", message="The reply failed because of a server error."
+        )
+
+    async def _finish(self, run: Run, ending: tuple[Event, RunOutcome]) -> None:
+        """Save the run, then publish its terminal event: a client that saw the end can
+        read the saved reply."""
+        terminal, outcome = ending
+        run.status = outcome.status
+        outcome.events = [*run.durable_events, durable(terminal)]
+        outcome.events += [d for r in run.replies if (d := r.coalesced()) is not None]
+        outcome.events.sort(key=lambda e: e.seq)
+        outcome.messages = [
+            StoredMessage(
+                id=r.message_id,
+                conversation_id=run.conversation_id,
+                run_id=run.id,
+                role="assistant",
+                agent=r.agent,
+                content=r.text,
+                status=r.status or "failed",
+                created_at=time.time(),
+            )
+            for r in run.replies
+            if r.text
+        ]
+        outcome.agent_states = {
+            name: state.model_dump_json() for name, state in run.agent_states.items()
+        }
+        outcome.active_agent = run.active_agent
+        try:
+            await self.store.finish_run(run.id, outcome)
+        except Exception:
+            log.exception("could not save run %s", run.id)
+        await run.publish(terminal)
+
+    def _advance_queue(self, run: Run) -> None:
+        queue = self._queues.get(run.conversation_id, [])
+        if run in queue:
+            queue.remove(run)
+        self._turn.pop(run.id, None)
+        if queue:
+            self._turn[queue[0].id].set()
+        else:
+            self._queues.pop(run.conversation_id, None)
+
+    # Reading
+
+    async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AnyEvent]:
+        """Every event of the run after `after_seq`: live from the bus while it is
+        held there, else replayed from the store."""
+        if run_id in self.active or self.bus.has_run(run_id):
+            async for event in self.bus.follow(run_id, after_seq):
+                yield event  # type: ignore[misc]
+            return
+        if await self.store.get_run(run_id) is None:
+            raise RunNotFound(run_id)
+        for event in replay(await self.store.list_run_events(run_id, after_seq), after_seq):
+            yield event
+
+    async def run_exists(self, run_id: str) -> bool:
+        return (
+            run_id in self.active
+            or self.bus.has_run(run_id)
+            or (await self.store.get_run(run_id) is not None)
+        )

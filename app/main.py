@@ -1,0 +1,66 @@
+"""create_app(settings): the one place where the server's parts are wired together."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import chat, chat_ws, health
+from app.api.deps import Services
+from app.api.errors import install_error_handlers
+from app.api.request_id import RequestIdMiddleware
+from app.bus import InProcessBus
+from app.config import Settings
+from app.engine.group import Group
+from app.engine.runs import RunManager
+from app.llm.factory import create_provider
+from app.store import create_store
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = create_store(settings)
+        await store.open()
+        http = httpx.AsyncClient()
+        bus = InProcessBus(finished_ttl_seconds=settings.run_log_ttl_seconds)
+        provider = await create_provider(settings, http)
+        log.info("LLM provider: %s (%s)", provider.name, provider.reason)
+        group = Group(settings, store, provider)
+        runs = RunManager(settings, store, bus, group)
+        await runs.recover()
+        app.state.services = Services(settings, store, bus, http, provider, group, runs)
+        try:
+            yield
+        finally:
+            await runs.shutdown()
+            await bus.close()
+            await http.aclose()
+            await store.close()
+
+    app = FastAPI(
+        title="Parley",
+        version="0.1.0",
+        summary="A chat-first conversational agent server: streaming replies from a group "
+        "of AgentScope agents over SSE and WebSocket.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID", "X-Run-ID", "X-Conversation-ID"],
+    )
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    for router in (chat.router, chat_ws.router, health.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,224 @@
+"""The embedded store: one SQLite file, schema applied from migrations/sqlite at open."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from app.store.models import (
+    Conversation,
+    RunOutcome,
+    RunRecord,
+    StoredEvent,
+    StoredMessage,
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
+
+
+class SQLiteStore:
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        # One connection serves every coroutine, so writes take turns: a transaction
+        # must not pick up another coroutine's half-done statements.
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("SQLiteStore used before open()")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        await self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version TEXT PRIMARY KEY, applied_at REAL)"
+        )
+        async with self.db.execute("SELECT version FROM schema_migrations") as cursor:
+            applied = {row[0] for row in await cursor.fetchall()}
+        for file in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if file.stem in applied:
+                continue
+            script = file.read_text()
+            await self.db.executescript(  # executescript commits by itself
+                f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES "
+                f"('{file.stem}', {time.time()});\nCOMMIT;"
+            )
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.rollback()
+                raise
+            await self.db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cursor:
+            await cursor.fetchone()
+
+    # Conversations
+
+    async def create_conversation(self, conversation: Conversation) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO conversations (id, active_agent, metadata, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    conversation.id,
+                    conversation.active_agent,
+                    json.dumps(conversation.metadata),
+                    conversation.created_at,
+                    conversation.updated_at,
+                ),
+            )
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        async with self.db.execute(
+            "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return Conversation(**{**dict(row), "metadata": json.loads(row["metadata"])})
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        return cursor.rowcount > 0
+
+    async def list_messages(self, conversation_id: str) -> list[StoredMessage]:
+        async with self.db.execute(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY created_at, rowid",
+            (conversation_id,),
+        ) as cursor:
+            return [StoredMessage(**dict(row)) for row in await cursor.fetchall()]
+
+    # Runs
+
+    async def start_run(self, run: RunRecord, user_message: StoredMessage) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO runs (id, conversation_id, user_message_id, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run.id, run.conversation_id, run.user_message_id, run.status, run.created_at),
+            )
+            await self._insert_message(db, user_message)
+            await db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?",
+                (run.created_at, run.conversation_id),
+            )
+
+    async def mark_run_running(self, run_id: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("UPDATE runs SET status = 'running' WHERE id = ?", (run_id,))
+
+    async def finish_run(self, run_id: str, outcome: RunOutcome) -> None:
+        now = time.time()
+        run = await self.get_run(run_id)
+        if run is None:
+            return  # the conversation was erased while the run was going
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE runs SET status = ?, error_code = ?, error_message = ?, usage = ?, "
+                "finished_at = ? WHERE id = ?",
+                (
+                    outcome.status,
+                    outcome.error_code,
+                    outcome.error_message,
+                    json.dumps(outcome.usage) if outcome.usage is not None else None,
+                    now,
+                    run_id,
+                ),
+            )
+            await db.executemany(
+                "INSERT OR REPLACE INTO run_events (run_id, seq, type, data) VALUES (?, ?, ?, ?)",
+                [(run_id, e.seq, e.type, json.dumps(e.data)) for e in outcome.events],
+            )
+            for message in outcome.messages:
+                await self._insert_message(db, message)
+            await db.executemany(
+                "INSERT INTO agent_states (conversation_id, agent, state, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id, agent) "
+                "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                [
+                    (run.conversation_id, agent, state, now)
+                    for agent, state in outcome.agent_states.items()
+                ],
+            )
+            if outcome.active_agent is not None:
+                await db.execute(
+                    "UPDATE conversations SET active_agent = ?, updated_at = ? WHERE id = ?",
+                    (outcome.active_agent, now, run.conversation_id),
+                )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        async with self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        usage = json.loads(row["usage"]) if row["usage"] else None
+        return RunRecord(**{**dict(row), "usage": usage})
+
+    async def list_run_events(self, run_id: str, after_seq: int = 0) -> list[StoredEvent]:
+        async with self.db.execute(
+            "SELECT seq, type, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after_seq),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [StoredEvent(seq=r["seq"], type=r["type"], data=json.loads(r["data"])) for r in rows]
+
+    async def list_unfinished_runs(self) -> list[RunRecord]:
+        async with self.db.execute(
+            "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at"
+        ) as cursor:
+            ids = [row[0] for row in await cursor.fetchall()]
+        return [run for run_id in ids if (run := await self.get_run(run_id)) is not None]
+
+    async def load_agent_state(self, conversation_id: str, agent: str) -> str | None:
+        async with self.db.execute(
+            "SELECT state FROM agent_states WHERE conversation_id = ? AND agent = ?",
+            (conversation_id, agent),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    async def _insert_message(db: aiosqlite.Connection, message: StoredMessage) -> None:
+        await db.execute(
+            "INSERT INTO messages (id, conversation_id, run_id, role, agent, content, status, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.id,
+                message.conversation_id,
+                message.run_id,
+                message.role,
+                message.agent,
+                message.content,
+                message.status,
+                message.created_at,
+            ),
+        )
