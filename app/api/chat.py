@@ -129,9 +129,6 @@ async def history(conversation_id: str, services: ServicesDep) -> History:
 @router.delete("/history/{conversation_id}", status_code=204)
 async def erase(conversation_id: str, services: ServicesDep) -> Response:
     """Erase the conversation and everything derived from it (running turns are stopped)."""
-    for run in list(services.runs.active.values()):
-        if run.conversation_id == conversation_id:
-            await services.runs.stop(run.id, reason="erased")
-    if not await services.store.delete_conversation(conversation_id):
+    if not await services.runs.erase(conversation_id):
         raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
     return Response(status_code=204)

@@ -18,5 +18,8 @@ class Bus(Protocol):
     def has_run(self, run_id: str) -> bool:
         """Whether the bus still holds this run's log (finished logs expire)."""
 
+    async def forget(self, run_id: str) -> None:
+        """Drop the run's log (its conversation was erased)."""
+
     async def close(self) -> None:
         """Release connections."""

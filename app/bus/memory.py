@@ -61,5 +61,8 @@ class InProcessBus:
     def has_run(self, run_id: str) -> bool:
         return run_id in self._logs
 
+    async def forget(self, run_id: str) -> None:
+        self._logs.pop(run_id, None)
+
     async def close(self) -> None:
         self._logs.clear()

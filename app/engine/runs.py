@@ -236,6 +236,16 @@ class RunManager:
         await run.done.wait()
         return run.status
 
+    async def erase(self, conversation_id: str) -> bool:
+        """Stop the conversation's turns, then erase it, its runs' events included."""
+        for run in list(self.active.values()):
+            if run.conversation_id == conversation_id:
+                await self.stop(run.id, reason="erased")
+        run_ids = await self.store.delete_conversation(conversation_id)
+        for run_id in run_ids or []:
+            await self.bus.forget(run_id)
+        return run_ids is not None
+
     async def _conversation(self, conversation_id: str | None, metadata: dict) -> Conversation:
         if conversation_id is not None:
             conversation = await self.store.get_conversation(conversation_id)

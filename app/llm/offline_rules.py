@@ -10,11 +10,12 @@ import re
 from dataclasses import dataclass, field
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-NAME = re.compile(r"\b(?:my name is|i am|i'm|this is)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
-BUDGET = re.compile(
-    r"(?:[$€£]\s?\d[\d,.]*\s?k?\b|\b\d[\d,.]*\s?(?:k|usd|eur|dollars|euros)\b|\bbudget\b[^.?!]*\d)",
+NAME = re.compile(r"\b(?i:my name is|i am|i'm|this is)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
+AMOUNT = re.compile(
+    r"[$€£]\s?\d[\d,.]*\s?k?\b|\b\d[\d,.]*\s?(?:k\b\s?)?(?:usd|eur|dollars|euros)\b|\b\d[\d,.]*k\b",
     re.IGNORECASE,
 )
+BUDGET_NUMBER = re.compile(r"\bbudget\b[^.?!\d]*(\d[\d,.]*)", re.IGNORECASE)
 TIMELINE = re.compile(
     r"\b(?:asap|urgent|this (?:week|month|quarter)|next (?:week|month|quarter|year)|"
     r"\d+\s*(?:days?|weeks?|months?)|by (?:january|february|march|april|may|june|july|"
@@ -55,8 +56,10 @@ class VisitorFacts:
                 facts.name = match.group(1)
             if match := EMAIL.search(text):
                 facts.email = match.group(0)
-            if match := BUDGET.search(text):
+            if match := AMOUNT.search(text):
                 facts.budget = match.group(0).strip()
+            elif match := BUDGET_NUMBER.search(text):
+                facts.budget = match.group(1)
             if match := TIMELINE.search(text):
                 facts.timeline = match.group(0)
             if WEB.search(text) and "web development" not in facts.interests:

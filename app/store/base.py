@@ -30,8 +30,9 @@ class Store(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
-        """Erase the conversation and everything derived from it."""
+    async def delete_conversation(self, conversation_id: str) -> list[str] | None:
+        """Erase the conversation and everything derived from it; return the ids of its
+        runs, or None if there was no such conversation."""
 
     async def list_messages(self, conversation_id: str) -> list[StoredMessage]: ...
 

@@ -105,10 +105,14 @@ class SQLiteStore:
             return None
         return Conversation(**{**dict(row), "metadata": json.loads(row["metadata"])})
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str) -> list[str] | None:
         async with self._transaction() as db:
+            async with db.execute(
+                "SELECT id FROM runs WHERE conversation_id = ?", (conversation_id,)
+            ) as cursor:
+                run_ids = [row[0] for row in await cursor.fetchall()]
             cursor = await db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-        return cursor.rowcount > 0
+        return run_ids if cursor.rowcount > 0 else None
 
     async def list_messages(self, conversation_id: str) -> list[StoredMessage]:
         async with self.db.execute(

@@ -1,0 +1,69 @@
+"""Units: the durable replay of deltas, the offline rules, the settings' documentation."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.engine.events import MessageCompleted, MessageDelta, RunStarted
+from app.engine.replay import ReplyDraft, durable, replay
+from app.llm.offline_rules import VisitorFacts, offline_reply
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_with_deltas(pieces: list[str]) -> tuple[list, str]:
+    base = {"run_id": "r", "conversation_id": "c"}
+    rows = [durable(RunStarted(seq=1, message_id="u", message="hi", **base))]
+    reply = ReplyDraft(message_id="m", agent="chat")
+    for seq, piece in enumerate(pieces, start=2):
+        reply.add(MessageDelta(seq=seq, agent="chat", message_id="m", delta=piece, **base))
+    coalesced = reply.coalesced()
+    assert coalesced is not None
+    last = len(pieces) + 2
+    done = MessageCompleted(seq=last, agent="chat", message_id="m", content=reply.text, **base)
+    return [*rows, coalesced, durable(done)], reply.text
+
+
+@pytest.mark.parametrize("after_seq", range(0, 7))
+def test_replay_after_any_seq_resumes_the_text_exactly(after_seq: int) -> None:
+    pieces = ["Hello ", "there, ", "how ", "are ", "you?"]
+    rows, text = _run_with_deltas(pieces)
+    events = replay([r for r in rows if r.seq > after_seq], after_seq)
+    already = "".join(pieces[: max(0, after_seq - 1)])
+    resumed = "".join(e.delta for e in events if isinstance(e, MessageDelta))
+    assert already + resumed == text
+    assert all(e.seq > after_seq for e in events)
+    assert events[-1].type == "message.completed"
+
+
+def test_offline_rules_ask_each_missing_detail_once() -> None:
+    texts = ["Hi, I need a new online shop"]
+    assert "budget" in offline_reply(texts)
+    texts.append("My budget is $12k")
+    assert "When would you like" in offline_reply(texts)
+    texts.append("In 3 months please")
+    assert "May I have your name?" in offline_reply(texts)
+    texts.append("I'm Dana Smith")
+    assert "email" in offline_reply(texts)
+    texts.append("dana@example.com")
+    final = offline_reply(texts)
+    assert "Dana Smith" in final and "dana@example.com" in final
+
+
+def test_offline_rules_are_deterministic_and_answer_greetings_and_services() -> None:
+    assert offline_reply(["hello"]) == offline_reply(["hello"])
+    assert offline_reply(["hello"]).startswith("Hello!")
+    assert "digital marketing" in offline_reply(["What services do you offer?"])
+    facts = VisitorFacts.from_texts(["we want SEO, budget 5k eur, by March", "I'm Ann"])
+    assert facts.interests == ["digital marketing"]
+    assert facts.budget == "5k eur" and facts.timeline == "by March" and facts.name == "Ann"
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
+    fields = {name.upper() for name in Settings.model_fields}
+    assert fields == documented
