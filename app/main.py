@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import chat, chat_ws, health
+from app.api import chat, chat_ws, health, pages
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
@@ -61,6 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for router in (chat.router, chat_ws.router, health.router):
+    for router in (chat.router, chat_ws.router, health.router, pages.router):
         app.include_router(router)
     return app
