@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     crm_api_key: str | None = None
     email_api_key: str | None = None
     calendar_api_key: str | None = None
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _ollama_host_with_scheme(cls, value: str) -> str:
+        """Accept Ollama's own OLLAMA_HOST forms (`127.0.0.1:11434`, `:11434`)."""
+        value = value.strip().rstrip("/")
+        if "://" not in value:
+            value = f"http://{'127.0.0.1' if value.startswith(':') else ''}{value}"
+        return value
 
     @cached_property
     def sqlite_path(self) -> Path:

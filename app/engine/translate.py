@@ -14,6 +14,7 @@ from agentscope.event import (
     ToolResultEndEvent,
     ToolResultTextDeltaEvent,
 )
+from agentscope.types import ReplyFinishedReason
 
 from app.engine.events import ToolFinished, ToolStarted
 from app.engine.replay import ReplyDraft
@@ -75,6 +76,10 @@ class AgentStreamTranslator:
                 self.run.usage.output_tokens += event.output_tokens
             case ReplyEndEvent(error=error) if error is not None:
                 raise AgentReplyError(error.message)
+            case ReplyEndEvent(finished_reason=ReplyFinishedReason.EXCEED_MAX_ITERS):
+                raise AgentReplyError(
+                    "The agent did not reach an answer within its step limit (AGENT_MAX_ITERS)."
+                )
 
     async def finish(self) -> None:
         """The agent's reply ended normally: its message is complete."""
