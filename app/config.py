@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     run_log_ttl_seconds: float = 900.0
     sse_ping_seconds: int = 15
     agent_max_iters: int = 6
+    max_handoffs_per_run: int = 3
 
     # Integrations (off until configured)
     crm_api_key: str | None = None

@@ -39,7 +39,7 @@ async def test_json_turn_and_history(client: httpx.AsyncClient) -> None:
 
     second = await client.post(
         "/api/chat/message",
-        json={"message": "How much is a shop?", "conversation_id": reply["conversation_id"]},
+        json={"message": "How much does it cost?", "conversation_id": reply["conversation_id"]},
     )
     assert second.json()["conversation_id"] == reply["conversation_id"]
 
@@ -105,7 +105,7 @@ async def test_replay_from_the_store_after_restart_has_no_gap_or_repeat(
 async def test_client_disconnect_does_not_stop_the_run(slow_server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=slow_server.base_url, timeout=30) as http:
         async with aconnect_sse(
-            http, "POST", "/api/chat/stream", json={"message": "I want SEO for my shop"}
+            http, "POST", "/api/chat/stream", json={"message": "What services do you offer?"}
         ) as source:
             async for sse in source.aiter_sse():
                 first = json.loads(sse.data)
@@ -134,7 +134,7 @@ async def test_two_messages_at_once_are_answered_in_order(client: httpx.AsyncCli
             json={"message": text, "conversation_id": conversation_id},
         )
 
-    first, second = await asyncio.gather(send("What services?"), send("How much is a website?"))
+    first, second = await asyncio.gather(send("What services?"), send("How much does it cost?"))
     assert first[-1]["type"] == second[-1]["type"] == "run.completed"
     queued = [e for e in first + second if e["type"] == "run.queued"]
     assert len(queued) == 1 and queued[0]["position"] == 1

@@ -119,10 +119,14 @@ async def test_text_streams_through_from_ollama(
     assert request["stream"] is True
     assert request["keep_alive"] == "7m"
     assert request["options"]["num_ctx"] == 4096
-    assert request["messages"] == [
-        {"role": "system", "content": CHAT.system_prompt},
-        {"role": "user", "content": "Hi, I need a new online shop"},
-    ]
+    system, team_note, visitor = request["messages"]
+    assert system == {"role": "system", "content": CHAT.prompt}
+    # The hub's announcement: the agent knows its colleagues before the first turn.
+    assert team_note["role"] == "user" and team_note["content"].startswith("[Team note]")
+    assert "web_development" in team_note["content"]
+    assert visitor == {"role": "user", "content": "Hi, I need a new online shop"}
+    offered = {tool["function"]["name"] for tool in request["tools"]}
+    assert {"remember", "recall", "transfer_to_web_development"} <= offered
 
 
 async def test_second_turn_sends_the_earlier_turn(
@@ -146,8 +150,7 @@ async def test_second_turn_sends_the_earlier_turn(
     assert [text_of(t) for t in turns] == [first.text, second.text]
     assert turns[0][0]["conversation_id"] == turns[1][0]["conversation_id"]
     assert len(double.requests) == 2
-    assert double.requests[1]["messages"] == [
-        {"role": "system", "content": CHAT.system_prompt},
+    assert double.requests[1]["messages"][2:] == [
         {"role": "user", "content": "I need an online shop"},
         {"role": "assistant", "content": first.text},
         {"role": "user", "content": "About $10k"},

@@ -1,26 +1,87 @@
-"""The agent group: builds the conversation's agents per run and drives their replies.
+"""The agent group: a message hub, handoffs, and one reply per agent turn.
 
-An agent object is cheap and built for each run from its spec and its saved
-AgentScope state; the chat model client is shared by all of them.
+Every agent of a conversation is a participant of its hub: what the visitor says and
+every final message of one agent is observed by the others (text only), so an agent
+taking over after a handoff has heard the whole conversation. Agents are cheap and
+built for each run from their spec and saved AgentScope state; the chat model client
+is shared by all of them.
 """
 
 import logging
+from dataclasses import dataclass
 
 from agentscope.agent import Agent, InjectionConfig, ReActConfig
-from agentscope.message import UserMsg
+from agentscope.message import Msg, TextBlock, UserMsg
 from agentscope.state import AgentState
 from pydantic import ValidationError
 
 from app.agents import AGENTS, DEFAULT_AGENT, AgentSpec
 from app.config import Settings
-from app.engine.events import AgentStarted, ErrorInfo
+from app.engine.events import AgentStarted, ErrorInfo, Handoff
+from app.engine.memory import SharedMemory
 from app.engine.runs import Run
+from app.engine.tools import TurnContext, build_toolkit
 from app.engine.translate import AgentReplyError, AgentStreamTranslator
 from app.llm.errors import classify_llm_error
 from app.llm.factory import LLMProvider
 from app.store import Store
 
 log = logging.getLogger(__name__)
+
+VISITOR = "visitor"
+
+
+def text_only(msg: Msg) -> Msg | None:
+    """What other participants hear of a message: its text, no tool or thinking blocks."""
+    text = msg.get_text_content()
+    if not text:
+        return None
+    return Msg(name=msg.name, role=msg.role, content=[TextBlock(text=text)])
+
+
+def hint(text: str) -> Msg:
+    """A note from the hub to the agents (never shown to the visitor)."""
+    return UserMsg(name="hub", content=f"[Team note] {text}")
+
+
+class MessageHub:
+    """Participants that share what they say."""
+
+    def __init__(self, participants: dict[str, Agent], announcement: Msg | None = None) -> None:
+        self.participants = dict(participants)
+        self.announcement = announcement
+
+    async def announce(self) -> None:
+        if self.announcement is not None:
+            await self.broadcast(self.announcement)
+
+    def add(self, agent: Agent) -> None:
+        self.participants[agent.name] = agent
+
+    def remove(self, name: str) -> None:
+        self.participants.pop(name, None)
+
+    async def broadcast(self, msg: Msg, exclude: str | None = None) -> None:
+        heard = text_only(msg) if msg.role == "assistant" else msg
+        if heard is None:
+            return
+        for name, agent in self.participants.items():
+            if name != exclude:
+                await agent.observe(heard)
+
+
+@dataclass
+class Team:
+    """The agents of one run, their hub and the tools' shared context."""
+
+    agents: dict[str, Agent]
+    hub: MessageHub
+    ctx: TurnContext
+
+
+def announcement(specs: list[AgentSpec]) -> Msg:
+    roster = "; ".join(f"{s.name} ({s.title}): {s.description}" for s in specs)
+    return hint(f"This conversation is served by a team of assistants. {roster}")
 
 
 class Group:
@@ -29,11 +90,14 @@ class Group:
         self.store = store
         self.provider = provider
 
-    def build_agent(self, spec: AgentSpec, state: AgentState | None) -> Agent:
+    def build_agent(
+        self, spec: AgentSpec, state: AgentState | None, ctx: TurnContext, handoffs: bool = True
+    ) -> Agent:
         return Agent(
             name=spec.name,
-            system_prompt=spec.system_prompt,
+            system_prompt=spec.prompt,
             model=self.provider.model,
+            toolkit=build_toolkit(spec, ctx, handoffs=handoffs),
             state=state,
             react_config=ReActConfig(
                 max_iters=self.settings.agent_max_iters,
@@ -51,22 +115,66 @@ class Group:
         try:
             return AgentState.model_validate_json(saved)
         except ValidationError:
-            log.warning(
-                "unreadable state of agent %s in %s; starting afresh", agent, conversation_id
-            )
+            log.warning("unreadable state of %s in %s; starting afresh", agent, conversation_id)
             return None
 
-    async def run(self, run: Run) -> None:
-        name = run.conversation.active_agent
-        spec = AGENTS.get(name) or AGENTS[DEFAULT_AGENT]
-        agent = self.build_agent(spec, await self.load_state(run.conversation_id, spec.name))
-        run.agent_states[spec.name] = agent.state
-        run.active_agent = spec.name
-        await run.emit(AgentStarted, agent=spec.name)
-        translator = AgentStreamTranslator(run, spec.name)
-        async for event in agent.reply_stream(UserMsg(name="visitor", content=run.message)):
-            await translator.handle(event)
+    async def open_team(self, run: Run, names: list[str], handoffs: bool = True) -> Team:
+        """Build the named agents from their saved state and seat them in a hub."""
+        ctx = TurnContext(
+            run=run,
+            store=self.store,
+            memory=SharedMemory(self.store, run.conversation_id, run),
+            max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
+        )
+        agents: dict[str, Agent] = {}
+        fresh = True
+        for name in names:
+            state = await self.load_state(run.conversation_id, name)
+            fresh = fresh and state is None
+            agents[name] = self.build_agent(AGENTS[name], state, ctx, handoffs=handoffs)
+            run.agent_states[name] = agents[name].state
+        hub = MessageHub(agents, announcement([AGENTS[n] for n in names]))
+        if fresh:
+            await hub.announce()
+        return Team(agents, hub, ctx)
+
+    async def reply(self, run: Run, team: Team, name: str, inputs: Msg | None) -> Msg | None:
+        """One agent's reply, streamed as the run's events and heard by the others."""
+        run.active_agent = name
+        await run.emit(AgentStarted, agent=name)
+        translator = AgentStreamTranslator(run, name)
+        final: Msg | None = None
+        async for event in team.agents[name].reply_stream(inputs, yield_final_msg=True):
+            if isinstance(event, Msg):
+                final = event
+            else:
+                await translator.handle(event)
         await translator.finish()
+        if final is not None:
+            await team.hub.broadcast(final, exclude=name)
+        return final
+
+    async def run(self, run: Run) -> None:
+        """A chat turn: the active agent answers; a handoff lets the next one answer too."""
+        team = await self.open_team(run, list(AGENTS))
+        active = run.conversation.active_agent
+        if active not in AGENTS:
+            active = DEFAULT_AGENT
+        visitor = UserMsg(name=VISITOR, content=run.message)
+        await team.hub.broadcast(visitor, exclude=active)
+        inputs: Msg = visitor
+        while True:
+            await self.reply(run, team, active, inputs)
+            handoff = team.ctx.take_handoff()
+            if handoff is None:
+                return
+            target, reason = handoff
+            await run.emit(Handoff, agent=active, from_agent=active, to=target, reason=reason)
+            inputs = hint(
+                f"{AGENTS[active].title} handed the visitor to you ({reason}). "
+                "Answer the visitor's last message yourself."
+            )
+            active = target
 
     def classify_error(self, exc: BaseException) -> ErrorInfo:
         if isinstance(exc, AgentReplyError):

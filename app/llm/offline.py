@@ -1,10 +1,12 @@
 """The built-in offline engine as an AgentScope chat model.
 
-It streams a deterministic reply word by word at a configurable pace, so the whole
-server (streaming, stop, resume, history) works with no LLM installed.
+Each call takes one deterministic step (app/llm/offline_policy.py): real tool calls
+for memory, the lead and handoffs, or a text reply streamed word by word at a
+configurable pace. The whole server works the same with no LLM installed.
 """
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncGenerator
@@ -15,7 +17,7 @@ from agentscope.model import ChatModelBase, ChatResponse, ChatUsage
 from agentscope.tool import ToolChoice
 from pydantic import BaseModel
 
-from app.llm.offline_rules import offline_reply
+from app.llm.offline_policy import Step, decide
 from app.llm.text_formatter import PlainTextFormatter
 
 WORD = re.compile(r"\S+\s*")
@@ -45,18 +47,27 @@ class OfflineChatModel(ChatModelBase):
         tool_choice: ToolChoice | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[ChatResponse, None]:
-        visitor_texts = [
-            text for m in messages if m.role == "user" and (text := m.get_text_content())
-        ]
-        reply = offline_reply(visitor_texts)
+        tool_names = {t["function"]["name"] for t in tools or []}
+        step = decide(messages, tool_names)
         input_tokens = sum(len(WORD.findall(m.get_text_content() or "")) for m in messages)
-        return self._stream(reply, input_tokens, block_id=uuid.uuid4().hex)
+        return self._stream(step, input_tokens, block_id=uuid.uuid4().hex)
 
     async def _stream(
-        self, reply: str, input_tokens: int, block_id: str
+        self, step: Step, input_tokens: int, block_id: str
     ) -> AsyncGenerator[ChatResponse, None]:
         delay = self.parameters.token_delay_seconds
-        words = WORD.findall(reply)
+        if step.tool_calls:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            chunk = ChatResponse(content=[], is_last=False, id=block_id)
+            for index, call in enumerate(step.tool_calls):
+                chunk.append_tool_call(
+                    block_id=f"{block_id}-{index}", name=call.name, input=json.dumps(call.arguments)
+                )
+            chunk.usage = ChatUsage(input_tokens=input_tokens, output_tokens=1, time=0.0)
+            yield chunk
+            return
+        words = WORD.findall(step.text)
         for count, word in enumerate(words, start=1):
             if delay > 0:
                 await asyncio.sleep(delay)

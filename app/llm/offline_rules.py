@@ -9,7 +9,7 @@ so a detail given in any earlier message is never asked for again.
 import re
 from dataclasses import dataclass, field
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+EMAIL = re.compile(r"[\w.+-]+@[\w.-]*\w")  # loose: the lead tool checks it properly
 NAME = re.compile(r"\b(?i:my name is|i am|i'm|this is)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
 AMOUNT = re.compile(
     r"[$€£]\s?\d[\d,.]*\s?k?\b|\b\d[\d,.]*\s?(?:k\b\s?)?(?:usd|eur|dollars|euros)\b|\b\d[\d,.]*k\b",
@@ -35,6 +35,11 @@ WEB = re.compile(
 MARKETING = re.compile(
     r"\b(?:seo|marketing|ads|advertising|social media|campaign|ppc|newsletter|brand)\b", re.I
 )
+NEED = re.compile(
+    r"\b(?:need|want|looking for|would like|planning)\s+(?:to\s+(?:build|get|have)\s+)?"
+    r"((?:an?|some|our|my)?\s*[^.,!?]{3,80})",
+    re.I,
+)
 MEETING = re.compile(r"\b(?:call|meeting|meet|book|schedule|demo|talk to)\b", re.I)
 
 
@@ -46,6 +51,7 @@ class VisitorFacts:
     email: str | None = None
     budget: str | None = None
     timeline: str | None = None
+    need: str | None = None
     interests: list[str] = field(default_factory=list)
 
     @classmethod
@@ -66,7 +72,36 @@ class VisitorFacts:
                 facts.interests.append("web development")
             if MARKETING.search(text) and "digital marketing" not in facts.interests:
                 facts.interests.append("digital marketing")
+            if facts.need is None:
+                facts.need = _need(text)
         return facts
+
+    def as_memory(self) -> dict[str, str]:
+        """The facts worth a shared-memory entry each."""
+        values = {
+            "need": self.need,
+            "budget": self.budget,
+            "timeline": self.timeline,
+            "name": self.name,
+            "email": self.email,
+        }
+        return {key: value for key, value in values.items() if value}
+
+    def merged(self, remembered: dict) -> "VisitorFacts":
+        """These facts, completed with what the team's shared memory holds."""
+        if not isinstance(remembered, dict):
+            return self
+        for key in ("need", "budget", "timeline", "name", "email"):
+            if getattr(self, key) is None and isinstance(remembered.get(key), str):
+                setattr(self, key, remembered[key])
+        return self
+
+    def lead_fields(self) -> dict[str, str]:
+        """The arguments of the lead tool: what is known, and the service line."""
+        fields = self.as_memory()
+        if self.interests:
+            fields["service"] = self.interests[0].replace(" ", "_")
+        return fields
 
     def next_question(self) -> str | None:
         """The next missing detail, in the order the sales team needs them."""
@@ -83,16 +118,29 @@ class VisitorFacts:
         return None
 
 
+def _need(text: str) -> str | None:
+    """The visitor's project in their words: 'a new online shop' from 'I need a new online shop'."""
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        if WEB.search(sentence) or MARKETING.search(sentence):
+            match = NEED.search(sentence)
+            return (match.group(1) if match else sentence).strip(" .!?")[:200]
+    return None
+
+
 SERVICES_TEXT = (
     "We offer two kinds of services: web development (websites, online shops and web "
     "applications) and digital marketing (SEO, paid ads, social media and email campaigns)."
 )
 
 
-def offline_reply(visitor_texts: list[str]) -> str:
-    """The reply to the latest visitor message, given every visitor message so far."""
+def offline_reply(
+    visitor_texts: list[str], facts: VisitorFacts | None = None, greet: bool = True
+) -> str:
+    """The reply to the latest visitor message, given every visitor message so far (and
+    the facts the team knows, when the caller has them). A colleague taking over after
+    a handoff does not greet again (`greet=False`)."""
     latest = visitor_texts[-1] if visitor_texts else ""
-    facts = VisitorFacts.from_texts(visitor_texts)
+    facts = facts or VisitorFacts.from_texts(visitor_texts)
     question = facts.next_question()
     parts: list[str] = []
 
@@ -102,7 +150,7 @@ def offline_reply(visitor_texts: list[str]) -> str:
             closing += f" Our team will follow up at {facts.email}."
         return closing + " Have a great day."
 
-    if GREETING.search(latest) and len(visitor_texts) == 1:
+    if greet and GREETING.search(latest) and len(visitor_texts) == 1:
         parts.append(
             "Hello! I'm Parley, the assistant for this site. I can tell you about our web "
             "development and digital marketing services, or help you plan a project."

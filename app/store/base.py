@@ -3,7 +3,11 @@
 from typing import Protocol
 
 from app.store.models import (
+    AgentMessage,
     Conversation,
+    Lead,
+    MemoryEntry,
+    MemoryScope,
     RunOutcome,
     RunRecord,
     StoredEvent,
@@ -52,3 +56,49 @@ class Store(Protocol):
 
     async def list_unfinished_runs(self) -> list[RunRecord]:
         """Runs still queued or running: after a restart, those a previous process left."""
+
+    async def list_runs(self, conversation_id: str, limit: int = 50) -> list[RunRecord]:
+        """The conversation's latest runs, oldest first."""
+
+    async def list_conversations(
+        self, limit: int = 50, kind: str | None = None
+    ) -> list[Conversation]:
+        """The most recently active conversations and workflows."""
+
+    async def update_conversation(self, conversation_id: str, **changes: object) -> None:
+        """Change `active_agent`, `state`, `metadata` or `definition`."""
+
+    # Shared memory
+
+    async def put_memory(self, entry: MemoryEntry) -> None: ...
+
+    async def list_memory(
+        self, conversation_id: str, scope: MemoryScope | None = None
+    ) -> list[MemoryEntry]: ...
+
+    async def delete_memory(self, conversation_id: str, scope: MemoryScope, key: str) -> bool: ...
+
+    # Leads
+
+    async def save_lead(self, lead: Lead) -> None:
+        """Insert or replace the lead."""
+
+    async def get_lead(self, lead_id: str) -> Lead | None: ...
+
+    async def get_lead_for_conversation(self, conversation_id: str) -> Lead | None: ...
+
+    async def list_leads(
+        self,
+        stage: str | None = None,
+        min_score: int | None = None,
+        created_since: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Lead], int]:
+        """A page of leads, newest first, and how many match in all."""
+
+    # Agent-to-agent messages
+
+    async def add_agent_message(self, message: AgentMessage) -> None: ...
+
+    async def list_agent_messages(self, conversation_id: str) -> list[AgentMessage]: ...

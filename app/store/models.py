@@ -8,10 +8,21 @@ MessageStatus = Literal["complete", "stopped", "failed"]
 RunStatus = Literal["queued", "running", "completed", "stopped", "failed"]
 
 
+WorkflowKind = Literal["chat", "multi_agent", "parallel", "conditional", "collaborative"]
+WorkflowState = Literal["active", "paused", "cancelled", "completed", "failed"]
+MemoryScope = Literal["conversation", "workflow"]
+AgentMessageKind = Literal["request", "response", "notification", "handoff"]
+
+
 class Conversation(BaseModel):
+    """A chat with a visitor, or a workflow run by an operator: both are workflows."""
+
     id: str
     active_agent: str = "chat"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    kind: WorkflowKind = "chat"
+    state: WorkflowState = "active"
+    definition: dict[str, Any] = Field(default_factory=dict)
     created_at: float
     updated_at: float
 
@@ -58,3 +69,35 @@ class RunOutcome(BaseModel):
     messages: list[StoredMessage] = Field(default_factory=list)
     agent_states: dict[str, str] = Field(default_factory=dict)
     active_agent: str | None = None
+
+
+class MemoryEntry(BaseModel):
+    conversation_id: str
+    scope: MemoryScope = "conversation"
+    key: str
+    value: Any
+    agent: str | None = None
+    updated_at: float
+
+
+class Lead(BaseModel):
+    id: str
+    conversation_id: str | None
+    email: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+    score: int = 0
+    stage: str = "new"
+    summary: str | None = None
+    source: str = "chat"
+    created_at: float
+    updated_at: float
+
+
+class AgentMessage(BaseModel):
+    id: str
+    conversation_id: str
+    from_agent: str
+    to_agent: str
+    kind: AgentMessageKind
+    content: str
+    created_at: float

@@ -10,7 +10,11 @@ from pathlib import Path
 import aiosqlite
 
 from app.store.models import (
+    AgentMessage,
     Conversation,
+    Lead,
+    MemoryEntry,
+    MemoryScope,
     RunOutcome,
     RunRecord,
     StoredEvent,
@@ -85,12 +89,15 @@ class SQLiteStore:
     async def create_conversation(self, conversation: Conversation) -> None:
         async with self._transaction() as db:
             await db.execute(
-                "INSERT INTO conversations (id, active_agent, metadata, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO conversations (id, active_agent, metadata, kind, state, definition, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation.id,
                     conversation.active_agent,
                     json.dumps(conversation.metadata),
+                    conversation.kind,
+                    conversation.state,
+                    json.dumps(conversation.definition),
                     conversation.created_at,
                     conversation.updated_at,
                 ),
@@ -101,9 +108,7 @@ class SQLiteStore:
             "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        if row is None:
-            return None
-        return Conversation(**{**dict(row), "metadata": json.loads(row["metadata"])})
+        return _conversation(row) if row is not None else None
 
     async def delete_conversation(self, conversation_id: str) -> list[str] | None:
         async with self._transaction() as db:
@@ -182,10 +187,7 @@ class SQLiteStore:
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)) as cursor:
             row = await cursor.fetchone()
-        if row is None:
-            return None
-        usage = json.loads(row["usage"]) if row["usage"] else None
-        return RunRecord(**{**dict(row), "usage": usage})
+        return _run(row) if row is not None else None
 
     async def list_run_events(self, run_id: str, after_seq: int = 0) -> list[StoredEvent]:
         async with self.db.execute(
@@ -226,3 +228,174 @@ class SQLiteStore:
                 message.created_at,
             ),
         )
+
+    async def list_runs(self, conversation_id: str, limit: int = 50) -> list[RunRecord]:
+        async with self.db.execute(
+            "SELECT * FROM (SELECT * FROM runs WHERE conversation_id = ? "
+            "ORDER BY created_at DESC LIMIT ?) ORDER BY created_at",
+            (conversation_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_run(row) for row in rows]
+
+    async def list_conversations(
+        self, limit: int = 50, kind: str | None = None
+    ) -> list[Conversation]:
+        query, args = "SELECT * FROM conversations", []
+        if kind is not None:
+            query, args = query + " WHERE kind = ?", [kind]
+        async with self.db.execute(
+            query + " ORDER BY updated_at DESC LIMIT ?", (*args, limit)
+        ) as cursor:
+            return [_conversation(row) for row in await cursor.fetchall()]
+
+    async def update_conversation(self, conversation_id: str, **changes: object) -> None:
+        allowed = {"active_agent", "state", "metadata", "definition"}
+        if unknown := set(changes) - allowed:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        values = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in changes.items()}
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        async with self._transaction() as db:
+            await db.execute(
+                f"UPDATE conversations SET {assignments}, updated_at = ? WHERE id = ?",
+                (*values.values(), time.time(), conversation_id),
+            )
+
+    # Shared memory
+
+    async def put_memory(self, entry: MemoryEntry) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO memory (conversation_id, scope, key, value, agent, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, scope, key) DO UPDATE "
+                "SET value = excluded.value, agent = excluded.agent, "
+                "updated_at = excluded.updated_at",
+                (
+                    entry.conversation_id,
+                    entry.scope,
+                    entry.key,
+                    json.dumps(entry.value),
+                    entry.agent,
+                    entry.updated_at,
+                ),
+            )
+
+    async def list_memory(
+        self, conversation_id: str, scope: MemoryScope | None = None
+    ) -> list[MemoryEntry]:
+        query = "SELECT * FROM memory WHERE conversation_id = ?"
+        args: tuple = (conversation_id,)
+        if scope is not None:
+            query, args = query + " AND scope = ?", (conversation_id, scope)
+        async with self.db.execute(query + " ORDER BY updated_at, key", args) as cursor:
+            rows = await cursor.fetchall()
+        return [MemoryEntry(**{**dict(r), "value": json.loads(r["value"])}) for r in rows]
+
+    async def delete_memory(self, conversation_id: str, scope: MemoryScope, key: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM memory WHERE conversation_id = ? AND scope = ? AND key = ?",
+                (conversation_id, scope, key),
+            )
+        return cursor.rowcount > 0
+
+    # Leads
+
+    async def save_lead(self, lead: Lead) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO leads (id, conversation_id, email, fields, score, stage, "
+                "summary, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    lead.id,
+                    lead.conversation_id,
+                    lead.email,
+                    json.dumps(lead.fields),
+                    lead.score,
+                    lead.stage,
+                    lead.summary,
+                    lead.source,
+                    lead.created_at,
+                    lead.updated_at,
+                ),
+            )
+
+    async def get_lead(self, lead_id: str) -> Lead | None:
+        return await self._one_lead("id", lead_id)
+
+    async def get_lead_for_conversation(self, conversation_id: str) -> Lead | None:
+        return await self._one_lead("conversation_id", conversation_id)
+
+    async def _one_lead(self, column: str, value: str) -> Lead | None:
+        async with self.db.execute(f"SELECT * FROM leads WHERE {column} = ?", (value,)) as cur:
+            row = await cur.fetchone()
+        return _lead(row) if row is not None else None
+
+    async def list_leads(
+        self,
+        stage: str | None = None,
+        min_score: int | None = None,
+        created_since: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Lead], int]:
+        clauses, args = [], []
+        for clause, value in (
+            ("stage = ?", stage),
+            ("score >= ?", min_score),
+            ("created_at >= ?", created_since),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self.db.execute(f"SELECT COUNT(*) FROM leads{where}", args) as cursor:
+            total = (await cursor.fetchone())[0]
+        async with self.db.execute(
+            f"SELECT * FROM leads{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ) as cursor:
+            return [_lead(row) for row in await cursor.fetchall()], total
+
+    # Agent-to-agent messages
+
+    async def add_agent_message(self, message: AgentMessage) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO agent_messages (id, conversation_id, from_agent, to_agent, kind, "
+                "content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    message.conversation_id,
+                    message.from_agent,
+                    message.to_agent,
+                    message.kind,
+                    message.content,
+                    message.created_at,
+                ),
+            )
+
+    async def list_agent_messages(self, conversation_id: str) -> list[AgentMessage]:
+        async with self.db.execute(
+            "SELECT * FROM agent_messages WHERE conversation_id = ? ORDER BY created_at, rowid",
+            (conversation_id,),
+        ) as cursor:
+            return [AgentMessage(**dict(row)) for row in await cursor.fetchall()]
+
+
+def _conversation(row: aiosqlite.Row) -> Conversation:
+    return Conversation(
+        **{
+            **dict(row),
+            "metadata": json.loads(row["metadata"]),
+            "definition": json.loads(row["definition"]),
+        }
+    )
+
+
+def _run(row: aiosqlite.Row) -> RunRecord:
+    return RunRecord(**{**dict(row), "usage": json.loads(row["usage"]) if row["usage"] else None})
+
+
+def _lead(row: aiosqlite.Row) -> Lead:
+    return Lead(**{**dict(row), "fields": json.loads(row["fields"])})

@@ -1,0 +1,177 @@
+"""Lead qualification: the typed lead fields, a deterministic score, the stage, and
+recording them on the conversation's lead.
+
+The score is computed here from the weights below, never by a model, so the same
+facts always give the same score (0-100):
+
+| what                        | points |
+|-----------------------------|--------|
+| email                       | 15     |
+| name                        | 5      |
+| phone                       | 5      |
+| company                     | 5      |
+| role                        | 5      |
+| budget given                | 10     |
+| budget of $5,000 or more    | +10    |
+| authority: decision maker   | 15     |
+| authority: influencer       | 7      |
+| need described              | 15     |
+| timeline within 3 months    | 15     |
+| timeline within 6 months    | 10     |
+| timeline later or unknown   | 5      |
+
+Stage: `booked` once a call is booked; `disqualified` when the visitor says there is
+no budget or no need; `qualified` at 70 points or more with an email; `engaged` once
+any field is known; `new` otherwise.
+"""
+
+import re
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from app.engine.events import LeadUpdated
+from app.engine.runs import Run
+from app.store import Store
+from app.store.models import Lead
+
+Stage = Literal["new", "engaged", "qualified", "disqualified", "booked"]
+Authority = Literal["decision_maker", "influencer", "unknown"]
+Service = Literal["web_development", "digital_marketing", "other"]
+
+QUALIFIED_SCORE = 70
+BIG_BUDGET = 5000
+PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+NO_BUDGET = re.compile(r"\b(?:no budget|zero|none|nothing)\b", re.I)
+MONTHS = {"week": 0.25, "month": 1.0, "quarter": 3.0, "year": 12.0, "day": 1 / 30}
+
+
+class LeadFields(BaseModel):
+    """What an agent may record about a visitor; each field is optional and checked."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, max_length=120, description="Full name")
+    email: EmailStr | None = Field(default=None, description="The visitor's own email")
+    phone: str | None = Field(default=None, description="Phone number, digits and +()-.")
+    company: str | None = Field(default=None, max_length=160)
+    role: str | None = Field(default=None, max_length=120, description="Job title")
+    budget: str | None = Field(
+        default=None, max_length=80, description="Budget as said, e.g. '$15k'"
+    )
+    authority: Authority | None = Field(
+        default=None, description="Whether the visitor decides: decision_maker or influencer"
+    )
+    need: str | None = Field(
+        default=None, max_length=500, description="What they need, in their words"
+    )
+    timeline: str | None = Field(
+        default=None, max_length=80, description="When they need it, e.g. 'in 2 months'"
+    )
+    service: Service | None = Field(default=None, description="The service line it concerns")
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is not None and not PHONE.match(value):
+            raise ValueError("a phone number has 7 to 20 digits, spaces or + ( ) - .")
+        return value
+
+    def known(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+def budget_amount(budget: str | None) -> float | None:
+    """'$15k' -> 15000, '8,000 EUR' -> 8000; None when no number is said."""
+    if not budget:
+        return None
+    match = re.search(r"(\d[\d,]*(?:\.\d+)?)\s*(k)?", budget, re.I)
+    if match is None:
+        return None
+    amount = float(match.group(1).replace(",", ""))
+    return amount * 1000 if match.group(2) else amount
+
+
+def timeline_months(timeline: str | None) -> float | None:
+    """'in 2 months' -> 2, 'asap' -> 0, 'next quarter' -> 3; None when unclear."""
+    if not timeline:
+        return None
+    text = timeline.lower()
+    if re.search(r"\b(?:asap|urgent|now|this week)\b", text):
+        return 0.0
+    match = re.search(r"(\d+)\s*(day|week|month|quarter|year)", text)
+    if match:
+        return int(match.group(1)) * MONTHS[match.group(2)]
+    match = re.search(r"\b(?:next|this|one|a)\s+(day|week|month|quarter|year)", text)
+    if match:
+        return MONTHS[match.group(1)]
+    return None
+
+
+def score(fields: LeadFields) -> int:
+    points = 0
+    points += 15 if fields.email else 0
+    points += sum(5 for value in (fields.name, fields.phone, fields.company, fields.role) if value)
+    if fields.budget:
+        points += 10
+        amount = budget_amount(fields.budget)
+        points += 10 if amount is not None and amount >= BIG_BUDGET else 0
+    points += {"decision_maker": 15, "influencer": 7}.get(fields.authority or "", 0)
+    points += 15 if fields.need else 0
+    if fields.timeline:
+        months = timeline_months(fields.timeline)
+        points += 15 if months is not None and months <= 3 else 10 if months and months <= 6 else 5
+    return min(points, 100)
+
+
+def stage(fields: LeadFields, points: int, booked: bool = False) -> Stage:
+    if booked:
+        return "booked"
+    if (fields.budget and NO_BUDGET.search(fields.budget)) or (
+        fields.need and re.search(r"\bno need\b|\bjust browsing\b", fields.need, re.I)
+    ):
+        return "disqualified"
+    if points >= QUALIFIED_SCORE and fields.email:
+        return "qualified"
+    return "engaged" if fields.known() else "new"
+
+
+async def record_lead(
+    store: Store,
+    conversation_id: str | None,
+    new_fields: LeadFields,
+    run: Run | None = None,
+    agent: str | None = None,
+    source: str = "chat",
+    booked: bool = False,
+) -> Lead:
+    """Merge `new_fields` into the conversation's lead (creating it) and re-score it."""
+    now = time.time()
+    lead = await store.get_lead_for_conversation(conversation_id) if conversation_id else None
+    if lead is None:
+        lead = Lead(
+            id=uuid.uuid4().hex,
+            conversation_id=conversation_id,
+            source=source,
+            created_at=now,
+            updated_at=now,
+        )
+    merged = LeadFields.model_validate({**lead.fields, **new_fields.known()})
+    lead.fields = merged.known()
+    lead.email = merged.email
+    lead.score = score(merged)
+    lead.stage = stage(merged, lead.score, booked=booked or lead.stage == "booked")
+    lead.updated_at = now
+    await store.save_lead(lead)
+    if run is not None:
+        await run.emit(
+            LeadUpdated,
+            agent=agent,
+            lead_id=lead.id,
+            score=lead.score,
+            stage=lead.stage,
+            fields=lead.fields,
+        )
+    return lead

@@ -1,0 +1,73 @@
+"""Shared memory: key/value facts of a conversation (or its workflow), shared by its agents.
+
+Agents write through the `remember` tool and read through `recall`; operators through
+the API. Every write during a run emits `memory.updated`.
+"""
+
+import json
+import re
+import time
+from typing import Any
+
+from app.engine.events import MemoryUpdated
+from app.engine.runs import Run
+from app.store import Store
+from app.store.models import MemoryEntry, MemoryScope
+
+KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+MAX_VALUE_CHARS = 2000
+
+
+class MemoryWriteError(ValueError):
+    """A write the memory refuses, with a reason an agent or operator can act on."""
+
+
+def checked(key: str, value: Any) -> tuple[str, Any]:
+    key = key.strip().lower().replace(" ", "_")
+    if not KEY.match(key):
+        raise MemoryWriteError(
+            f"Invalid memory key '{key}': use 1-64 lowercase letters, digits, '_', '.' or '-', "
+            "starting with a letter (e.g. 'budget')."
+        )
+    if len(json.dumps(value)) > MAX_VALUE_CHARS:
+        raise MemoryWriteError(f"The value of '{key}' is longer than {MAX_VALUE_CHARS} characters.")
+    return key, value
+
+
+class SharedMemory:
+    """The memory of one conversation, seen from inside a run (or from the API: no run)."""
+
+    def __init__(self, store: Store, conversation_id: str, run: Run | None = None) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.run = run
+
+    async def remember(
+        self, key: str, value: Any, agent: str | None, scope: MemoryScope = "conversation"
+    ) -> MemoryEntry:
+        key, value = checked(key, value)
+        entry = MemoryEntry(
+            conversation_id=self.conversation_id,
+            scope=scope,
+            key=key,
+            value=value,
+            agent=agent,
+            updated_at=time.time(),
+        )
+        await self.store.put_memory(entry)
+        if self.run is not None:
+            await self.run.emit(MemoryUpdated, agent=agent, scope=scope, key=key, value=value)
+        return entry
+
+    async def recall(self, key: str | None = None) -> dict[str, Any]:
+        """Every fact (conversation scope wins over workflow scope), or one by key."""
+        facts: dict[str, Any] = {}
+        for entry in sorted(
+            await self.store.list_memory(self.conversation_id),
+            key=lambda e: e.scope == "conversation",
+        ):
+            facts[entry.key] = entry.value
+        if key is not None:
+            key = key.strip().lower()
+            return {key: facts[key]} if key in facts else {}
+        return facts
