@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import chat, chat_ws, health, pages
+from app.api import agents, chat, chat_ws, conversations, health, leads, live_view, pages
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
@@ -16,6 +16,7 @@ from app.bus import InProcessBus
 from app.config import Settings
 from app.engine.group import Group
 from app.engine.runs import RunManager
+from app.engine.workflows import WorkflowControl, WorkflowEngine
 from app.llm.factory import create_provider
 from app.store import create_store
 
@@ -34,9 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provider = await create_provider(settings, http)
         log.info("LLM provider: %s (%s)", provider.name, provider.reason)
         group = Group(settings, store, provider)
-        runs = RunManager(settings, store, bus, group)
+        control = WorkflowControl()
+        runs = RunManager(settings, store, bus, WorkflowEngine(group, control))
         await runs.recover()
-        app.state.services = Services(settings, store, bus, http, provider, group, runs)
+        app.state.services = Services(settings, store, bus, http, provider, group, control, runs)
         try:
             yield
         finally:
@@ -61,6 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for router in (chat.router, chat_ws.router, health.router, pages.router):
+    for router in (
+        chat.router,
+        chat_ws.router,
+        agents.router,
+        live_view.router,
+        leads.router,
+        conversations.router,
+        health.router,
+        pages.router,
+    ):
         app.include_router(router)
     return app

@@ -61,6 +61,7 @@ async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
         elif isinstance(event, RunFailed):
             status = LLM_ERROR_STATUS.get(event.error.code, 502)
             raise ApiError(status, event.error.code, event.error.message)
+    lead = await services.store.get_lead_for_conversation(run.conversation_id)
     return ChatReply(
         conversation_id=run.conversation_id,
         run_id=run.id,
@@ -68,6 +69,7 @@ async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
         agent=final.agent if final else None,
         content=final.content if final else "",
         status="stopped" if run.status == "stopped" else "completed",
+        lead={"id": lead.id, "score": lead.score, "stage": lead.stage} if lead else None,
         events_url=events_url(run),
     )
 

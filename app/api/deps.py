@@ -10,6 +10,7 @@ from app.bus import Bus
 from app.config import Settings
 from app.engine.group import Group
 from app.engine.runs import RunManager
+from app.engine.workflows import WorkflowControl
 from app.llm.factory import LLMProvider
 from app.store import Store
 
@@ -22,6 +23,7 @@ class Services:
     http: httpx.AsyncClient
     provider: LLMProvider
     group: Group
+    workflows: WorkflowControl
     runs: RunManager
 
 

@@ -35,20 +35,50 @@ class RunLog:
             await self._appended.wait()
 
 
+class Watch:
+    """A subscription to a conversation's frames, live from the moment it is made."""
+
+    def __init__(self, registry: dict[str, set], conversation_id: str) -> None:
+        self._queue: asyncio.Queue[Event | dict | None] = asyncio.Queue()
+        self._registry = registry
+        self._conversation_id = conversation_id
+        registry.setdefault(conversation_id, set()).add(self._queue)
+
+    def __aiter__(self) -> "Watch":
+        return self
+
+    async def __anext__(self) -> Event | dict:
+        frame = await self._queue.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame
+
+    def close(self) -> None:
+        """Unsubscribe; an iteration waiting for the next frame ends."""
+        watchers = self._registry.get(self._conversation_id, set())
+        watchers.discard(self._queue)
+        if not watchers:
+            self._registry.pop(self._conversation_id, None)
+        self._queue.put_nowait(None)
+
+
 class InProcessBus:
     """Keeps live and recently finished runs in memory; finished logs expire after a TTL."""
 
     name = "memory"
 
-    def __init__(self, finished_ttl_seconds: float = 900.0) -> None:
+    def __init__(self, finished_ttl_seconds: float = 900.0, watcher_backlog: int = 10_000) -> None:
         self._logs: dict[str, RunLog] = {}
         self._ttl = finished_ttl_seconds
+        self._watchers: dict[str, set[asyncio.Queue[Event | dict | None]]] = {}
+        self._backlog = watcher_backlog
 
     async def publish(self, event: Event) -> None:
         log = self._logs.get(event.run_id)
         if log is None:
             log = self._logs[event.run_id] = RunLog()
         log.append(event)
+        self._deliver(event.conversation_id, event)
         if event.is_terminal:
             asyncio.get_running_loop().call_later(self._ttl, self._logs.pop, event.run_id, None)
 
@@ -57,6 +87,25 @@ class InProcessBus:
         if log is None:
             log = self._logs[run_id] = RunLog()
         return log.follow(after_seq)
+
+    def _deliver(self, conversation_id: str, frame: Event | dict) -> None:
+        for queue in list(self._watchers.get(conversation_id, ())):
+            if queue.qsize() >= self._backlog:
+                # A watcher this far behind is cut rather than let to hold memory.
+                self._watchers[conversation_id].discard(queue)
+                queue.put_nowait(None)
+            else:
+                queue.put_nowait(frame)
+
+    def watch(self, conversation_id: str) -> "Watch":
+        return Watch(self._watchers, conversation_id)
+
+    async def announce(self, conversation_id: str, frame: dict) -> None:
+        self._deliver(conversation_id, frame)
+
+    async def events_so_far(self, run_id: str) -> list[Event]:
+        log = self._logs.get(run_id)
+        return list(log.events) if log is not None else []
 
     def has_run(self, run_id: str) -> bool:
         return run_id in self._logs

@@ -136,10 +136,30 @@ class Group:
         hub = MessageHub(agents, announcement([AGENTS[n] for n in names]))
         if fresh:
             await hub.announce()
+        await self._deliver_agent_messages(run.conversation_id, agents)
         return Team(agents, hub, ctx)
 
-    async def reply(self, run: Run, team: Team, name: str, inputs: Msg | None) -> Msg | None:
-        """One agent's reply, streamed as the run's events and heard by the others."""
+    async def _deliver_agent_messages(self, conversation_id: str, agents: dict[str, Agent]) -> None:
+        """Messages sent to an agent between runs reach it as a team note."""
+        pending = await self.store.list_agent_messages(conversation_id, undelivered=True)
+        delivered = []
+        for message in pending:
+            if (receiver := agents.get(message.to_agent)) is not None:
+                await receiver.observe(
+                    hint(f"{message.kind} from {message.from_agent}: {message.content}")
+                )
+                delivered.append(message.id)
+        if delivered:
+            await self.store.mark_agent_messages_delivered(delivered)
+
+    async def memory_facts(self, conversation_id: str) -> dict:
+        return await SharedMemory(self.store, conversation_id).recall()
+
+    async def reply(
+        self, run: Run, team: Team, name: str, inputs: Msg | None, share: bool = True
+    ) -> Msg | None:
+        """One agent's reply, streamed as the run's events and (with `share`) heard by
+        the others."""
         run.active_agent = name
         await run.emit(AgentStarted, agent=name)
         translator = AgentStreamTranslator(run, name)
@@ -150,7 +170,7 @@ class Group:
             else:
                 await translator.handle(event)
         await translator.finish()
-        if final is not None:
+        if final is not None and share:
             await team.hub.broadcast(final, exclude=name)
         return final
 

@@ -175,3 +175,37 @@ async def record_lead(
             fields=lead.fields,
         )
     return lead
+
+
+async def analyze_lead(store: Store, lead: Lead) -> Lead:
+    """Re-score the lead from its fields plus what the visitor said in its conversation
+    (recorded fields win), and write a plain summary of that conversation."""
+    from app.llm.offline_rules import VisitorFacts  # fact extraction shared with the rules
+
+    fields = LeadFields.model_validate(lead.fields)
+    summary = "No conversation is attached to this lead."
+    if lead.conversation_id:
+        messages = await store.list_messages(lead.conversation_id)
+        said = [m.content for m in messages if m.role == "user"]
+        agents = sorted({m.agent for m in messages if m.role == "assistant" and m.agent})
+        heard = VisitorFacts.from_texts(said).lead_fields()
+        try:
+            fields = LeadFields.model_validate({**heard, **lead.fields})
+        except ValueError:
+            pass  # something the visitor said does not validate: keep the recorded fields
+        known = fields.known()
+        parts = [f"{len(said)} visitor messages, answered by {', '.join(agents) or 'nobody'}."]
+        parts += [f"{key}: {known[key]}." for key in ("need", "budget", "timeline") if key in known]
+        if "email" in known or "name" in known:
+            parts.append(f"Contact: {known.get('name', '?')} <{known.get('email', '?')}>.")
+        if said:
+            parts.append(f'Last visitor message: "{said[-1][:200]}"')
+        summary = " ".join(parts)
+    lead.fields = fields.known()
+    lead.email = fields.email
+    lead.score = score(fields)
+    lead.stage = stage(fields, lead.score, booked=lead.stage == "booked")
+    lead.summary = summary
+    lead.updated_at = time.time()
+    await store.save_lead(lead)
+    return lead

@@ -31,7 +31,14 @@ from app.engine.events import (
 )
 from app.engine.replay import ReplyDraft, durable, replay
 from app.store import Store
-from app.store.models import Conversation, RunOutcome, RunRecord, StoredEvent, StoredMessage
+from app.store.models import (
+    Conversation,
+    RunOutcome,
+    RunRecord,
+    StoredEvent,
+    StoredMessage,
+    WorkflowKind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +189,18 @@ class RunManager:
     # Starting and stopping
 
     async def submit(
-        self, message: str, conversation_id: str | None = None, metadata: dict | None = None
+        self,
+        message: str,
+        conversation_id: str | None = None,
+        metadata: dict | None = None,
+        kind: WorkflowKind = "chat",
+        definition: dict | None = None,
     ) -> Run:
-        """Accept a turn: record it, queue it behind the conversation's running turn, start it."""
-        conversation = await self._conversation(conversation_id, metadata or {})
+        """Accept a turn: record it, queue it behind the conversation's running turn, start
+        it. Without a conversation id, a new conversation (or workflow of `kind`) begins."""
+        conversation = await self._conversation(
+            conversation_id, metadata or {}, kind, definition or {}
+        )
         user_message = StoredMessage(
             id=new_id(),
             conversation_id=conversation.id,
@@ -246,14 +261,23 @@ class RunManager:
             await self.bus.forget(run_id)
         return run_ids is not None
 
-    async def _conversation(self, conversation_id: str | None, metadata: dict) -> Conversation:
+    async def _conversation(
+        self, conversation_id: str | None, metadata: dict, kind: WorkflowKind, definition: dict
+    ) -> Conversation:
         if conversation_id is not None:
             conversation = await self.store.get_conversation(conversation_id)
             if conversation is None:
                 raise ConversationNotFound(conversation_id)
             return conversation
         now = time.time()
-        conversation = Conversation(id=new_id(), metadata=metadata, created_at=now, updated_at=now)
+        conversation = Conversation(
+            id=new_id(),
+            metadata=metadata,
+            kind=kind,
+            definition=definition,
+            created_at=now,
+            updated_at=now,
+        )
         await self.store.create_conversation(conversation)
         return conversation
 
@@ -276,6 +300,10 @@ class RunManager:
             run.done.set()
 
     async def _run_turn(self, run: Run) -> tuple[Event, RunOutcome]:
+        # The turn before this one may have changed the conversation (e.g. a handoff).
+        run.conversation = (
+            await self.store.get_conversation(run.conversation_id) or run.conversation
+        )
         await self.store.mark_run_running(run.id)
         run.mark_started()
         await run.emit(RunStarted, message_id=run.user_message_id, message=run.message)
@@ -390,6 +418,17 @@ class RunManager:
             raise RunNotFound(run_id)
         for event in replay(await self.store.list_run_events(run_id, after_seq), after_seq):
             yield event
+
+    async def conversation_events(self, conversation_id: str, runs: int = 50) -> list[AnyEvent]:
+        """Every event of the conversation's latest runs, in order: live runs from the bus
+        (deltas included), the others from the store (deltas coalesced)."""
+        events: list[AnyEvent] = []
+        for record in await self.store.list_runs(conversation_id, limit=runs):
+            if live := await self.bus.events_so_far(record.id):
+                events.extend(live)  # type: ignore[arg-type]
+            else:
+                events.extend(replay(await self.store.list_run_events(record.id), 0))
+        return events
 
     async def run_exists(self, run_id: str) -> bool:
         return (

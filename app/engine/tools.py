@@ -52,6 +52,35 @@ SCHEMAS = {
 }
 
 
+DESCRIPTIONS = {
+    "remember": "Save a fact the visitor told you into the team's shared memory.",
+    "recall": "Read what the team already knows about this visitor.",
+    "update_lead": "Record the visitor's contact and qualification details on their lead "
+    "(only the fields they actually gave).",
+}
+
+
+def transfer_description(target: str) -> str:
+    return f"Hand the visitor to {target}: {AGENTS[target].description}"
+
+
+def tool_catalogue(spec: AgentSpec) -> list[dict[str, Any]]:
+    """The agent's tools as the model sees them: name, description, JSON schema."""
+    tools = [
+        {"name": name, "description": DESCRIPTIONS[name], "parameters": SCHEMAS[name]}
+        for name in spec.tools
+    ]
+    tools += [
+        {
+            "name": f"transfer_to_{target}",
+            "description": transfer_description(target),
+            "parameters": SCHEMAS["transfer"],
+        }
+        for target in spec.handoffs
+    ]
+    return tools
+
+
 class ToolRefused(Exception):
     """A tool call the agent must correct; the message says how."""
 
@@ -125,17 +154,11 @@ def build_toolkit(spec: AgentSpec, ctx: TurnContext, handoffs: bool = True) -> T
         "recall": recall,
         "update_lead": update_lead,
     }
-    descriptions = {
-        "remember": "Save a fact the visitor told you into the team's shared memory.",
-        "recall": "Read what the team already knows about this visitor.",
-        "update_lead": "Record the visitor's contact and qualification details on their "
-        "lead (only the fields they actually gave).",
-    }
     tools = [
         FunctionTool(
             functions[name],
             name=name,
-            description=descriptions[name],
+            description=DESCRIPTIONS[name],
             input_schema=SCHEMAS[name],
             is_concurrency_safe=name != "update_lead",
             permission=ALLOW,
@@ -147,7 +170,7 @@ def build_toolkit(spec: AgentSpec, ctx: TurnContext, handoffs: bool = True) -> T
             FunctionTool(
                 transfer(target),
                 name=f"transfer_to_{target}",
-                description=f"Hand the visitor to {target}: {AGENTS[target].description}",
+                description=transfer_description(target),
                 input_schema=SCHEMAS["transfer"],
                 is_concurrency_safe=False,
                 permission=ALLOW,

@@ -100,4 +100,5 @@ class AgentMessage(BaseModel):
     to_agent: str
     kind: AgentMessageKind
     content: str
+    delivered: bool = False
     created_at: float

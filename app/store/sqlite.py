@@ -363,7 +363,7 @@ class SQLiteStore:
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO agent_messages (id, conversation_id, from_agent, to_agent, kind, "
-                "content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "content, delivered, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.id,
                     message.conversation_id,
@@ -371,16 +371,28 @@ class SQLiteStore:
                     message.to_agent,
                     message.kind,
                     message.content,
+                    message.delivered,
                     message.created_at,
                 ),
             )
 
-    async def list_agent_messages(self, conversation_id: str) -> list[AgentMessage]:
+    async def list_agent_messages(
+        self, conversation_id: str, undelivered: bool = False
+    ) -> list[AgentMessage]:
+        only = " AND delivered = 0" if undelivered else ""
         async with self.db.execute(
-            "SELECT * FROM agent_messages WHERE conversation_id = ? ORDER BY created_at, rowid",
+            f"SELECT * FROM agent_messages WHERE conversation_id = ?{only} "
+            "ORDER BY created_at, rowid",
             (conversation_id,),
         ) as cursor:
             return [AgentMessage(**dict(row)) for row in await cursor.fetchall()]
+
+    async def mark_agent_messages_delivered(self, message_ids: list[str]) -> None:
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE agent_messages SET delivered = 1 WHERE id = ?",
+                [(message_id,) for message_id in message_ids],
+            )
 
 
 def _conversation(row: aiosqlite.Row) -> Conversation:

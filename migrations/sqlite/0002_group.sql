@@ -38,6 +38,7 @@ CREATE TABLE agent_messages (
     to_agent         TEXT NOT NULL,
     kind             TEXT NOT NULL CHECK (kind IN ('request', 'response', 'notification', 'handoff')),
     content          TEXT NOT NULL,
+    delivered        INTEGER NOT NULL DEFAULT 0,
     created_at       REAL NOT NULL
 );
 CREATE INDEX agent_messages_conversation_idx ON agent_messages (conversation_id, created_at);

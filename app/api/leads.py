@@ -1,0 +1,95 @@
+"""Leads: a form submission becomes a lead (and a conversation), list, read, re-analyse."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.api.chat_input import checked_message
+from app.api.deps import ServicesDep
+from app.api.errors import ApiError
+from app.engine.leads import LeadFields, analyze_lead, record_lead
+from app.store.models import Lead
+
+router = APIRouter(prefix="/api/leads", tags=["leads"])
+
+
+class LeadSubmission(BaseModel):
+    """A contact form: the lead's fields, and an optional first message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: LeadFields = Field(description="Contact and qualification details.")
+    message: str | None = Field(default=None, description="Starts a conversation when given.")
+    source: str = Field(default="form", max_length=40)
+
+
+class LeadPage(BaseModel):
+    items: list[Lead]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.post("/submit", status_code=201)
+async def submit_lead(body: dict[str, Any], services: ServicesDep) -> dict[str, Any]:
+    """Record a lead from a form; with a `message`, its conversation starts at once."""
+    try:
+        submission = LeadSubmission.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise ApiError(422, "invalid_lead", problems) from None
+    message = submission.message
+    if message is not None:
+        message = checked_message(message, services.settings.max_message_chars)
+    run = None
+    conversation_id = None
+    if message is not None:
+        run = await services.runs.submit(message, metadata={"source": submission.source})
+        conversation_id = run.conversation_id
+    lead = await record_lead(
+        services.store, conversation_id, submission.fields, source=submission.source
+    )
+    return {
+        "lead": lead.model_dump(),
+        "conversation_id": conversation_id,
+        "run_id": run.id if run else None,
+        "events_url": f"/api/chat/runs/{run.id}/events" if run else None,
+    }
+
+
+@router.get("", response_model=LeadPage)
+async def list_leads(
+    services: ServicesDep,
+    stage: Literal["new", "engaged", "qualified", "disqualified", "booked"] | None = None,
+    min_score: Annotated[int | None, Query(ge=0, le=100)] = None,
+    created_since: Annotated[datetime | None, Query(description="ISO 8601 date-time")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> LeadPage:
+    """Leads, newest first, filtered by stage, minimum score and creation time."""
+    since = created_since.timestamp() if created_since else None
+    items, total = await services.store.list_leads(stage, min_score, since, limit, offset)
+    return LeadPage(items=items, total=total, limit=limit, offset=offset)
+
+
+async def lead_or_404(services: ServicesDep, lead_id: str) -> Lead:
+    lead = await services.store.get_lead(lead_id)
+    if lead is None:
+        raise ApiError(404, "lead_not_found", f"No lead {lead_id}.")
+    return lead
+
+
+@router.get("/{lead_id}", response_model=Lead)
+async def get_lead(lead_id: str, services: ServicesDep) -> Lead:
+    return await lead_or_404(services, lead_id)
+
+
+@router.post("/{lead_id}/analyze", response_model=Lead)
+async def analyze(lead_id: str, services: ServicesDep) -> Lead:
+    """Re-score the lead from its fields and what the visitor said, and summarise the
+    conversation."""
+    return await analyze_lead(services.store, await lead_or_404(services, lead_id))

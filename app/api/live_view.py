@@ -1,0 +1,87 @@
+"""The operator's live view of a workflow (or chat): a snapshot, then every event.
+
+The socket subscribes before it reads the snapshot, then skips the live events the
+snapshot already holds, so a viewer that connects mid-run misses nothing and sees
+nothing twice.
+"""
+
+import asyncio
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from app.api.deps import Services, get_ws_services
+from app.api.errors import error_body
+from app.engine.events import Event
+from app.engine.visualization import visualize
+
+router = APIRouter(tags=["workflows"])
+
+
+async def snapshot(services: Services, workflow_id: str) -> tuple[dict, dict[str, int]] | None:
+    conversation = await services.store.get_conversation(workflow_id)
+    if conversation is None:
+        return None
+    events = await services.runs.conversation_events(workflow_id)
+    graph = visualize(conversation, events, await services.store.list_agent_messages(workflow_id))
+    lead = await services.store.get_lead_for_conversation(workflow_id)
+    seen: dict[str, int] = {}
+    for event in events:
+        seen[event.run_id] = max(seen.get(event.run_id, 0), event.seq)
+    frame = {
+        "type": "snapshot",
+        **{k: graph[k] for k in ("workflow_id", "workflow_type", "state", "active_agent")},
+        "nodes": graph["nodes"],
+        "edges": graph["edges"],
+        "memory": await services.group.memory_facts(workflow_id),
+        "lead": lead.model_dump() if lead else None,
+        "events": [json.loads(e.to_json()) for e in events],
+    }
+    return frame, seen
+
+
+@router.websocket("/api/ws/workflows/{workflow_id}")
+async def live_view(websocket: WebSocket, workflow_id: str) -> None:
+    services = get_ws_services(websocket)
+    await websocket.accept()
+    subscription = services.bus.watch(workflow_id)
+    try:
+        taken = await snapshot(services, workflow_id)
+        if taken is None:
+            request_id = websocket.scope.get("state", {}).get("request_id")
+            body = error_body("workflow_not_found", f"No workflow {workflow_id}.", request_id)
+            await websocket.send_text(json.dumps({"type": "error", **body}))
+            await websocket.close(code=4404)
+            return
+        frame, seen = taken
+        await websocket.send_text(json.dumps(frame))
+        reader = asyncio.create_task(_answer_pings(websocket))
+        reader.add_done_callback(lambda _: subscription.close())  # the viewer left
+        try:
+            async for live in subscription:
+                if isinstance(live, Event):
+                    if live.seq <= seen.get(live.run_id, 0):
+                        continue  # already in the snapshot
+                    await websocket.send_text(live.to_json())
+                else:
+                    await websocket.send_text(json.dumps(live))
+        finally:
+            reader.cancel()
+    except WebSocketDisconnect:
+        return
+    finally:
+        subscription.close()
+
+
+async def _answer_pings(websocket: WebSocket) -> None:
+    """Read the viewer's frames: `ping` gets `pong`; a closed socket ends the view."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            frame = json.loads(message.get("text") or "")
+        except ValueError:
+            frame = None
+        if isinstance(frame, dict) and frame.get("type") == "ping":
+            await websocket.send_text(json.dumps({"type": "pong"}))
