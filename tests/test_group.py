@@ -109,13 +109,14 @@ async def test_a_malformed_email_is_refused_with_a_reason(client: httpx.AsyncCli
 
 
 async def _view(
-    url: str, run_done: asyncio.Event, frames: list[dict[str, Any]], run_id_box: dict
+    url: str, ready: asyncio.Event, frames: list[dict[str, Any]], run_id_box: dict
 ) -> None:
     """Collect a live view's frames until the watched run's terminal event."""
     async with websockets.connect(url) as ws:
         while True:
             frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
             frames.append(frame)
+            ready.set()
             run_id = run_id_box.get("run_id")
             if run_id and frame.get("run_id") == run_id and frame["type"] in TERMINAL:
                 return
@@ -144,12 +145,11 @@ async def test_live_view_viewers_before_and_mid_run_see_every_event(
         conversation_id = hello["conversation_id"]
         view_url = f"{slow_server.ws_url}/api/ws/workflows/{conversation_id}"
         run_id_box: dict[str, str] = {}
-        done = asyncio.Event()
+        early_ready, late_ready = asyncio.Event(), asyncio.Event()
         early: list[dict[str, Any]] = []
         late: list[dict[str, Any]] = []
-        early_task = asyncio.create_task(_view(view_url, done, early, run_id_box))
-        while not early:
-            await asyncio.sleep(0.01)
+        early_task = asyncio.create_task(_view(view_url, early_ready, early, run_id_box))
+        await asyncio.wait_for(early_ready.wait(), timeout=30)
         assert early[0]["type"] == "snapshot"
         assert {n["id"] for n in early[0]["nodes"]} >= {"visitor", "chat", "web_development"}
 
@@ -166,7 +166,7 @@ async def test_live_view_viewers_before_and_mid_run_see_every_event(
                 chat_events.append(event)
                 run_id_box["run_id"] = event["run_id"]
                 if event["type"] == "handoff":  # halfway: a second operator opens the view
-                    late_task = asyncio.create_task(_view(view_url, done, late, run_id_box))
+                    late_task = asyncio.create_task(_view(view_url, late_ready, late, run_id_box))
         await asyncio.wait_for(asyncio.gather(early_task, late_task), timeout=30)
 
     run_id = run_id_box["run_id"]

@@ -45,17 +45,15 @@ async def submit_lead(body: dict[str, Any], services: ServicesDep) -> dict[str, 
     message = submission.message
     if message is not None:
         message = checked_message(message, services.settings.max_message_chars)
-    run = None
-    conversation_id = None
-    if message is not None:
-        run = await services.runs.submit(message, metadata={"source": submission.source})
-        conversation_id = run.conversation_id
+    # The lead exists before the conversation's first turn, which may update it.
+    conversation = await services.runs.open_conversation({"source": submission.source})
     lead = await record_lead(
-        services.store, conversation_id, submission.fields, source=submission.source
+        services.store, conversation.id, submission.fields, source=submission.source
     )
+    run = await services.runs.submit(message, conversation.id) if message is not None else None
     return {
         "lead": lead.model_dump(),
-        "conversation_id": conversation_id,
+        "conversation_id": conversation.id,
         "run_id": run.id if run else None,
         "events_url": f"/api/chat/runs/{run.id}/events" if run else None,
     }

@@ -261,6 +261,10 @@ class RunManager:
             await self.bus.forget(run_id)
         return run_ids is not None
 
+    async def open_conversation(self, metadata: dict) -> Conversation:
+        """A new chat conversation with no turn yet (e.g. one started by a form)."""
+        return await self._conversation(None, metadata, "chat", {})
+
     async def _conversation(
         self, conversation_id: str | None, metadata: dict, kind: WorkflowKind, definition: dict
     ) -> Conversation:

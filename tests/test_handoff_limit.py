@@ -1,0 +1,82 @@
+"""A model that always hands over: handoffs stop at the per-run limit, the run completes."""
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agentscope.model import ChatModelBase, ChatResponse
+from pydantic import BaseModel
+
+from app.bus import InProcessBus
+from app.config import Settings
+from app.engine.group import Group
+from app.engine.runs import RunManager
+from app.engine.workflows import WorkflowControl, WorkflowEngine
+from app.llm.factory import LLMProvider
+from app.llm.text_formatter import PlainTextFormatter
+from app.store import SQLiteStore
+
+
+class AlwaysHandOver(ChatModelBase):
+    """Calls a transfer tool whenever it has one that has not failed this reply."""
+
+    class Parameters(BaseModel):
+        pass
+
+    def __init__(self) -> None:
+        super().__init__(
+            credential=None,  # type: ignore[arg-type]
+            model="ping-pong",
+            parameters=self.Parameters(),
+            max_retries=0,
+        )
+        self.formatter = PlainTextFormatter()
+
+    async def _call_api(self, model_name: str, messages: list, tools: Any = None, **_: Any):
+        last = messages[-1]
+        refused = any(
+            str(block.state) == "error" for block in last.get_content_blocks("tool_result")
+        )
+        transfers = [t["function"]["name"] for t in tools or [] if "transfer_to" in str(t)]
+
+        async def stream():
+            chunk = ChatResponse(content=[], is_last=False, id=uuid.uuid4().hex)
+            done = last.role == "assistant" and last.get_content_blocks("tool_result")
+            if transfers and not refused and not done:
+                # Always bounce to the first colleague that is not the front desk,
+                # or back to it: web_development <-> digital_marketing and so on.
+                target = next((t for t in transfers if not t.endswith("_chat")), transfers[0])
+                chunk.append_tool_call(
+                    block_id=uuid.uuid4().hex, name=target, input=json.dumps({"reason": "bounce"})
+                )
+            else:
+                chunk.append_text("I will answer this myself.", block_id=uuid.uuid4().hex)
+            yield chunk
+
+        return stream()
+
+
+async def test_handoff_ping_pong_stops_at_the_limit(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, max_handoffs_per_run=3, _env_file=None)
+    store = SQLiteStore(settings.sqlite_path)
+    await store.open()
+    try:
+        provider = LLMProvider("offline", "ping-pong", "test", "scripted", AlwaysHandOver())
+        group = Group(settings, store, provider)
+        runs = RunManager(settings, store, InProcessBus(), WorkflowEngine(group, WorkflowControl()))
+        run = await runs.submit("Help me with everything")
+        events = [e async for e in runs.follow(run.id)]
+    finally:
+        await store.close()
+
+    types = [e.type for e in events]
+    handoffs = [e for e in events if e.type == "handoff"]
+    assert len(handoffs) == settings.max_handoffs_per_run
+    # The limit is enforced by the transfer tool itself: the next call is refused with a
+    # reason, and the agent then answers.
+    refused = [e for e in events if e.type == "tool.finished" and e.status == "error"]
+    assert len(refused) == 1 and "answer the visitor yourself" in str(refused[0].result)
+    assert types[-1] == "run.completed"
+    final = [e for e in events if e.type == "message.completed"][-1]
+    assert final.agent == handoffs[-1].to and final.content == "I will answer this myself."
