@@ -24,11 +24,19 @@ class Settings(BaseSettings):
     # Store
     data_dir: Path = Path("data")
     database_url: str | None = None
+    database_statement_cache_size: int | None = Field(default=None, ge=0)
+    database_pool_min_size: int = Field(default=1, ge=0)
+    database_pool_max_size: int = Field(default=10, ge=1)
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    migrate_on_start: bool = True
     supabase_url: str | None = None
     supabase_key: str | None = None
 
     # Bus
     redis_url: str | None = None
+    redis_prefix: str = "parley"
+    redis_stream_maxlen: int = Field(default=20_000, ge=100)
+    redis_lock_ttl_seconds: float = Field(default=30.0, gt=0)
 
     # LLM
     llm_provider: Literal["auto", "ollama", "openai", "offline"] = "auto"
@@ -54,8 +62,40 @@ class Settings(BaseSettings):
 
     # Integrations (off until configured)
     crm_api_key: str | None = None
+    hubspot_base_url: str = "https://api.hubapi.com"
+    hubspot_pipeline: str = "default"
+    hubspot_deal_stage: str = "appointmentscheduled"
+    hubspot_deal_id_property: str | None = None
     email_api_key: str | None = None
+    email_from: str | None = None
+    email_from_name: str = "Parley"
+    sales_inbox: str | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
     calendar_api_key: str | None = None
+    google_calendar_id: str | None = None
+    google_calendar_subject: str | None = None
+    google_calendar_invite_attendees: bool = False
+    google_calendar_base_url: str = "https://www.googleapis.com"
+    business_time_zone: str = "UTC"
+    business_hours_start: str = "09:00"
+    business_hours_end: str = "17:00"
+    business_days: str = "0,1,2,3,4"
+    meeting_minutes: int = 30
+    slot_search_days: int = 5
+    meeting_min_notice_minutes: int = 60
+    integration_timeout_seconds: float = 5.0
+    integration_deadline_seconds: float = 8.0
+    integration_max_attempts: int = 3
+    integration_breaker_failures: int = 5
+    integration_breaker_cooldown_seconds: float = 30.0
+    approval_required_tools: list[str] = Field(default_factory=list)
+    approval_timeout_seconds: float = 600.0
+
+    # Webhooks
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0)
+    webhook_queue_size: int = Field(default=1000, ge=1)
 
     @field_validator("ollama_host")
     @classmethod

@@ -8,17 +8,30 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import agents, chat, chat_ws, conversations, health, leads, live_view, pages
+from app.api import (
+    agents,
+    approvals,
+    chat,
+    chat_ws,
+    conversations,
+    health,
+    leads,
+    live_view,
+    pages,
+    webhooks,
+)
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
-from app.bus import InProcessBus
+from app.bus import open_bus
 from app.config import Settings
 from app.engine.group import Group
 from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
+from app.integrations.setup import build_integrations
 from app.llm.factory import create_provider
 from app.store import create_store
+from app.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("app")
 
@@ -31,18 +44,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = create_store(settings)
         await store.open()
         http = httpx.AsyncClient()
-        bus = InProcessBus(finished_ttl_seconds=settings.run_log_ttl_seconds)
+        bus = await open_bus(settings)
         provider = await create_provider(settings, http)
         log.info("LLM provider: %s (%s)", provider.name, provider.reason)
-        group = Group(settings, store, provider)
+        integrations = build_integrations(settings)
+        group = Group(settings, store, provider, integrations)
         control = WorkflowControl()
         runs = RunManager(settings, store, bus, WorkflowEngine(group, control))
         await runs.recover()
-        app.state.services = Services(settings, store, bus, http, provider, group, control, runs)
+        dispatcher = WebhookDispatcher(settings, store, http)
+        runs.listeners.append(dispatcher.on_run_finished)
+        await dispatcher.start()
+        app.state.services = Services(
+            settings=settings,
+            store=store,
+            bus=bus,
+            http=http,
+            provider=provider,
+            group=group,
+            workflows=control,
+            runs=runs,
+            integrations=integrations,
+            webhooks=dispatcher,
+        )
         try:
             yield
         finally:
             await runs.shutdown()
+            await dispatcher.stop()
+            await integrations.aclose()
             await bus.close()
             await http.aclose()
             await store.close()
@@ -67,11 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chat.router,
         chat_ws.router,
         agents.router,
+        approvals.router,
         live_view.router,
         leads.router,
         conversations.router,
         health.router,
         pages.router,
+        webhooks.router,
     ):
         app.include_router(router)
     return app

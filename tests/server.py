@@ -22,8 +22,9 @@ def free_port() -> int:
 class ServerProcess:
     """`python run.py` with its own data dir and settings; start, stop, restart."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, args: tuple[str, ...] = (), **env: str) -> None:
         self.data_dir = data_dir
+        self.args = args  # more `run.py` arguments, e.g. ("--workers", "2")
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -42,7 +43,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "run.py", "--port", str(self.port)],
+            [sys.executable, "run.py", "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log,

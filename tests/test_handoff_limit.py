@@ -8,14 +8,9 @@ from typing import Any
 from agentscope.model import ChatModelBase, ChatResponse
 from pydantic import BaseModel
 
-from app.bus import InProcessBus
 from app.config import Settings
-from app.engine.group import Group
-from app.engine.runs import RunManager
-from app.engine.workflows import WorkflowControl, WorkflowEngine
-from app.llm.factory import LLMProvider
 from app.llm.text_formatter import PlainTextFormatter
-from app.store import SQLiteStore
+from tests.inprocess import engine, turn
 
 
 class AlwaysHandOver(ChatModelBase):
@@ -59,16 +54,8 @@ class AlwaysHandOver(ChatModelBase):
 
 async def test_handoff_ping_pong_stops_at_the_limit(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, max_handoffs_per_run=3, _env_file=None)
-    store = SQLiteStore(settings.sqlite_path)
-    await store.open()
-    try:
-        provider = LLMProvider("offline", "ping-pong", "test", "scripted", AlwaysHandOver())
-        group = Group(settings, store, provider)
-        runs = RunManager(settings, store, InProcessBus(), WorkflowEngine(group, WorkflowControl()))
-        run = await runs.submit("Help me with everything")
-        events = [e async for e in runs.follow(run.id)]
-    finally:
-        await store.close()
+    async with engine(settings, AlwaysHandOver()) as runs:
+        events = await turn(runs, "Help me with everything")
 
     types = [e.type for e in events]
     handoffs = [e for e in events if e.type == "handoff"]

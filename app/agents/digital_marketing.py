@@ -14,6 +14,13 @@ DIGITAL_MARKETING = AgentSpec(
         "`update_lead` (service digital_marketing), then ask for the next missing detail, "
         "one at a time: budget, timeline, name, email."
     ),
-    tools=("remember", "recall", "update_lead"),
+    tools=(
+        "remember",
+        "recall",
+        "update_lead",
+        "create_marketing_lead",
+        "send_marketing_proposal",
+        "schedule_strategy_session",
+    ),
     handoffs=("web_development", "lead_qualification", "chat"),
 )

@@ -14,6 +14,13 @@ LEAD_QUALIFICATION = AgentSpec(
         "`update_lead`. When the lead is complete, tell the visitor the sales team will "
         "contact them by email to book a call."
     ),
-    tools=("remember", "recall", "update_lead"),
+    tools=(
+        "remember",
+        "recall",
+        "update_lead",
+        "sync_lead_to_crm",
+        "send_qualification_notification",
+        "schedule_qualification_call",
+    ),
     handoffs=("web_development", "digital_marketing", "chat"),
 )

@@ -14,6 +14,12 @@ WEB_DEVELOPMENT = AgentSpec(
         "visitor gives with `update_lead` (service web_development), then ask for the next "
         "missing detail, one at a time: budget, timeline, name, email."
     ),
-    tools=("remember", "recall", "update_lead"),
+    tools=(
+        "remember",
+        "recall",
+        "update_lead",
+        "create_project_lead",
+        "schedule_technical_consultation",
+    ),
     handoffs=("digital_marketing", "lead_qualification", "chat"),
 )

@@ -2,9 +2,9 @@
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from app.agents import AGENTS, AgentSpec
@@ -64,6 +64,24 @@ async def agents_health(services: ServicesDep) -> dict[str, Any]:
             "detail": detail,
         },
     }
+
+
+@router.get("/logs")
+async def agent_logs(
+    services: ServicesDep,
+    conversation_id: str | None = None,
+    agent: str | None = None,
+    action: Annotated[str | None, Query(description="e.g. tool_execution:remember")] = None,
+    status: Literal["success", "error", "skipped"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Every tool call the agents made, newest first: parameters (secrets redacted),
+    result or error, duration, agent and conversation."""
+    logs, total = await services.store.list_agent_logs(
+        conversation_id, agent, action, status, limit, offset
+    )
+    return {"items": [log.model_dump() for log in logs], "total": total}
 
 
 @router.get("/{agent_type}")

@@ -1,11 +1,12 @@
 """Chat over HTTP: a JSON turn, an SSE turn, replay of a run's events, stop, history."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
+from app.api import protocols
 from app.api.chat_input import ChatRequest, checked_message
 from app.api.deps import Services, ServicesDep
 from app.api.errors import ApiError
@@ -78,9 +79,19 @@ async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
     "/stream",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
+    openapi_extra=protocols.STREAM_REQUEST_BODY,
 )
-async def chat_stream(body: ChatRequest, services: ServicesDep) -> EventSourceResponse:
-    """One turn, streamed as server-sent events of the run (see the event schema)."""
+async def chat_stream(
+    payload: Annotated[Any, Body()],
+    services: ServicesDep,
+    protocol: protocols.ProtocolQuery = None,
+) -> EventSourceResponse:
+    """One turn, streamed as server-sent events of the run (see the event schema), or in
+    the Vercel AI SDK's or AG-UI's protocol (`?protocol=`, or the body's shape)."""
+    chosen = protocols.choose(protocol, payload)
+    if chosen != "parley":
+        return await protocols.stream_turn(chosen, payload, services)
+    body = protocols.native_request(payload)
     run = await submit(services, body)
     return event_stream(
         services.runs.follow(run.id),
@@ -99,12 +110,15 @@ async def run_events(
     services: ServicesDep,
     last_event_id: str | None = Header(default=None),
     after_seq: int | None = Query(default=None, ge=0, description="Resume after this seq."),
+    protocol: protocols.ProtocolQuery = None,
 ) -> EventSourceResponse:
     """The run's events as SSE: a replay, then the live tail until the terminal event.
     Honours `Last-Event-ID` (or `after_seq`), so EventSource reconnects lose nothing."""
     if not await services.runs.run_exists(run_id):
         raise ApiError(404, "run_not_found", f"No run {run_id}.")
     seen = after_seq if after_seq is not None else parse_last_event_id(last_event_id, run_id)
+    if protocol not in (None, "parley"):
+        return await protocols.stream_run(protocol, run_id, seen, services)
     return event_stream(services.runs.follow(run_id, seen), services.settings.sse_ping_seconds)
 
 

@@ -11,8 +11,10 @@ from app.config import Settings
 from app.engine.group import Group
 from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl
+from app.integrations.setup import Integrations
 from app.llm.factory import LLMProvider
 from app.store import Store
+from app.webhooks.dispatcher import WebhookDispatcher
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Services:
     group: Group
     workflows: WorkflowControl
     runs: RunManager
+    integrations: Integrations
+    webhooks: WebhookDispatcher
 
 
 def get_services(request: Request) -> Services:

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.engine.runs import ConversationNotFound, RunNotFound
+from app.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RunNotFound)
     async def run_not_found(request: Request, exc: RunNotFound) -> JSONResponse:
         return error_response(request, 404, "run_not_found", f"No run {exc}.")
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = error_response(
+            request,
+            503,
+            "store_unavailable",
+            "The database cannot be reached right now, so nothing was saved; "
+            "please try again in a moment.",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,9 +9,11 @@ import asyncio
 import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 
+from app.api.approvals import Decision, decide
 from app.api.deps import Services, get_ws_services
-from app.api.errors import error_body
+from app.api.errors import ApiError, error_body
 from app.engine.events import Event
 from app.engine.visualization import visualize
 
@@ -85,3 +87,20 @@ async def _answer_pings(websocket: WebSocket) -> None:
             frame = None
         if isinstance(frame, dict) and frame.get("type") == "ping":
             await websocket.send_text(json.dumps({"type": "pong"}))
+        elif isinstance(frame, dict) and frame.get("type") == "approval":
+            await _decide(websocket, frame)
+
+
+async def _decide(websocket: WebSocket, frame: dict) -> None:
+    """`{"type": "approval", "approval_id", "approved", "by"?}` from an operator's view."""
+    try:
+        decision = Decision.model_validate(frame)
+        await decide(get_ws_services(websocket), str(frame.get("approval_id")), decision)
+    except ValidationError as exc:
+        await websocket.send_text(
+            json.dumps({"type": "error", **error_body("invalid_frame", str(exc), None)})
+        )
+    except ApiError as exc:
+        await websocket.send_text(
+            json.dumps({"type": "error", **error_body(exc.code, exc.message, None)})
+        )

@@ -1,6 +1,6 @@
 """The bus protocol: publish a run's events, follow them from any sequence number."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from app.engine.events import Event
@@ -31,7 +31,7 @@ class Bus(Protocol):
     async def events_so_far(self, run_id: str) -> list[Event]:
         """The run's events published until now (empty if the bus no longer holds it)."""
 
-    def has_run(self, run_id: str) -> bool:
+    async def has_run(self, run_id: str) -> bool:
         """Whether the bus still holds this run's log (finished logs expire)."""
 
     async def forget(self, run_id: str) -> None:
@@ -39,3 +39,30 @@ class Bus(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+    # Several replicas (no-ops in process: one replica sees every run)
+
+    async def claim(self, run_id: str) -> None:
+        """Mark the run as executed by this replica (until `release`)."""
+
+    async def release(self, run_id: str) -> None: ...
+
+    async def is_claimed(self, run_id: str) -> bool:
+        """Whether a live replica executes the run (else a dead one left it unfinished)."""
+
+    def conversation_lock(self, conversation_id: str) -> "ConversationLock":
+        """The lock that lets one turn of the conversation run at a time on all replicas."""
+
+    async def request_stop(self, run_id: str, reason: str) -> bool:
+        """Ask the replica executing the run to stop it; False when no other replica can
+        be executing it."""
+
+    def on_stop_request(self, handler: Callable[[str, str], None]) -> None:
+        """Call `handler(run_id, reason)` when another replica asks for a stop."""
+
+
+class ConversationLock(Protocol):
+    async def acquire(self, wait: float) -> bool:
+        """Take the lock, waiting up to `wait` seconds; False if another holder kept it."""
+
+    async def release(self) -> None: ...

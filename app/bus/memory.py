@@ -1,7 +1,7 @@
 """The in-process bus: one append-only log per run, followers woken on each append."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from app.engine.events import Event
 
@@ -107,7 +107,7 @@ class InProcessBus:
         log = self._logs.get(run_id)
         return list(log.events) if log is not None else []
 
-    def has_run(self, run_id: str) -> bool:
+    async def has_run(self, run_id: str) -> bool:
         return run_id in self._logs
 
     async def forget(self, run_id: str) -> None:
@@ -115,3 +115,33 @@ class InProcessBus:
 
     async def close(self) -> None:
         self._logs.clear()
+
+    # One replica: every run is this process's own, so there is nothing to coordinate.
+
+    async def claim(self, run_id: str) -> None:
+        pass
+
+    async def release(self, run_id: str) -> None:
+        pass
+
+    async def is_claimed(self, run_id: str) -> bool:
+        return False  # a run this process does not hold was left by a previous one
+
+    def conversation_lock(self, conversation_id: str) -> "NoLock":
+        return NoLock()
+
+    async def request_stop(self, run_id: str, reason: str) -> bool:
+        return False
+
+    def on_stop_request(self, handler: Callable[[str, str], None]) -> None:
+        pass
+
+
+class NoLock:
+    """The run manager's per-conversation queue already orders turns in one process."""
+
+    async def acquire(self, wait: float) -> bool:
+        return True
+
+    async def release(self) -> None:
+        pass

@@ -11,17 +11,21 @@ import logging
 from dataclasses import dataclass
 
 from agentscope.agent import Agent, InjectionConfig, ReActConfig
+from agentscope.event import RequireUserConfirmEvent, UserConfirmResultEvent
 from agentscope.message import Msg, TextBlock, UserMsg
 from agentscope.state import AgentState
 from pydantic import ValidationError
 
 from app.agents import AGENTS, DEFAULT_AGENT, AgentSpec
 from app.config import Settings
-from app.engine.events import AgentStarted, ErrorInfo, Handoff
+from app.engine.approvals import ApprovalDesk, resumption
+from app.engine.events import AgentStarted, ApprovalResolved, ErrorInfo, Handoff
 from app.engine.memory import SharedMemory
 from app.engine.runs import Run
-from app.engine.tools import TurnContext, build_toolkit
+from app.engine.tool_base import TurnContext
+from app.engine.tools import build_toolkit
 from app.engine.translate import AgentReplyError, AgentStreamTranslator
+from app.integrations.setup import Integrations
 from app.llm.errors import classify_llm_error
 from app.llm.factory import LLMProvider
 from app.store import Store
@@ -85,10 +89,19 @@ def announcement(specs: list[AgentSpec]) -> Msg:
 
 
 class Group:
-    def __init__(self, settings: Settings, store: Store, provider: LLMProvider) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        provider: LLMProvider,
+        integrations: Integrations,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.provider = provider
+        self.integrations = integrations
+        self.needs_approval = frozenset(settings.approval_required_tools)
+        self.approvals = ApprovalDesk(store, settings.approval_timeout_seconds)
 
     def build_agent(
         self, spec: AgentSpec, state: AgentState | None, ctx: TurnContext, handoffs: bool = True
@@ -97,7 +110,7 @@ class Group:
             name=spec.name,
             system_prompt=spec.prompt,
             model=self.provider.model,
-            toolkit=build_toolkit(spec, ctx, handoffs=handoffs),
+            toolkit=build_toolkit(spec, ctx, handoffs, self.needs_approval),
             state=state,
             react_config=ReActConfig(
                 max_iters=self.settings.agent_max_iters,
@@ -124,6 +137,7 @@ class Group:
             run=run,
             store=self.store,
             memory=SharedMemory(self.store, run.conversation_id, run),
+            integrations=self.integrations,
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
         )
         agents: dict[str, Agent] = {}
@@ -156,33 +170,54 @@ class Group:
         return await SharedMemory(self.store, conversation_id).recall()
 
     async def reply(
-        self, run: Run, team: Team, name: str, inputs: Msg | None, share: bool = True
+        self,
+        run: Run,
+        team: Team,
+        name: str,
+        inputs: Msg | UserConfirmResultEvent | None,
+        share: bool = True,
     ) -> Msg | None:
         """One agent's reply, streamed as the run's events and (with `share`) heard by
-        the others."""
+        the others. A reply parked on an approval resumes once it is decided."""
         run.active_agent = name
         await run.emit(AgentStarted, agent=name)
         translator = AgentStreamTranslator(run, name)
         final: Msg | None = None
-        async for event in team.agents[name].reply_stream(inputs, yield_final_msg=True):
-            if isinstance(event, Msg):
-                final = event
-            else:
-                await translator.handle(event)
+        while True:
+            parked: RequireUserConfirmEvent | None = None
+            async for event in team.agents[name].reply_stream(inputs, yield_final_msg=True):
+                if isinstance(event, Msg):
+                    final = event
+                elif isinstance(event, RequireUserConfirmEvent):
+                    parked = event
+                else:
+                    await translator.handle(event)
+            if parked is None:
+                break
+            inputs = await self.approvals.ask(run, name, parked)
         await translator.finish()
         if final is not None and share:
             await team.hub.broadcast(final, exclude=name)
         return final
 
     async def run(self, run: Run) -> None:
-        """A chat turn: the active agent answers; a handoff lets the next one answer too."""
+        """A chat turn: the active agent answers; a handoff lets the next one answer too.
+        A run that resumes a decided approval continues the parked reply instead."""
         team = await self.open_team(run, list(AGENTS))
-        active = run.conversation.active_agent
-        if active not in AGENTS:
-            active = DEFAULT_AGENT
-        visitor = UserMsg(name=VISITOR, content=run.message)
-        await team.hub.broadcast(visitor, exclude=active)
-        inputs: Msg = visitor
+        inputs: Msg | UserConfirmResultEvent
+        if run.resume is not None:
+            active = run.resume.agent
+            approved = run.resume.status == "approved"
+            await run.emit(
+                ApprovalResolved, agent=active, approval_id=run.resume.id, approved=approved
+            )
+            inputs = resumption(run.resume)
+        else:
+            active = run.conversation.active_agent
+            if active not in AGENTS:
+                active = DEFAULT_AGENT
+            inputs = UserMsg(name=VISITOR, content=run.message)
+            await team.hub.broadcast(inputs, exclude=active)
         while True:
             await self.reply(run, team, active, inputs)
             handoff = team.ctx.take_handoff()

@@ -147,7 +147,8 @@ async def record_lead(
     source: str = "chat",
     booked: bool = False,
 ) -> Lead:
-    """Merge `new_fields` into the conversation's lead (creating it) and re-score it."""
+    """Merge `new_fields` into the conversation's lead (creating it) and re-score it;
+    `lead.updated` is emitted only when something changed."""
     now = time.time()
     lead = await store.get_lead_for_conversation(conversation_id) if conversation_id else None
     if lead is None:
@@ -158,11 +159,16 @@ async def record_lead(
             created_at=now,
             updated_at=now,
         )
+        before = None
+    else:
+        before = (lead.fields, lead.score, lead.stage)
     merged = LeadFields.model_validate({**lead.fields, **new_fields.known()})
     lead.fields = merged.known()
     lead.email = merged.email
     lead.score = score(merged)
     lead.stage = stage(merged, lead.score, booked=booked or lead.stage == "booked")
+    if before == (lead.fields, lead.score, lead.stage):
+        return lead
     lead.updated_at = now
     await store.save_lead(lead)
     if run is not None:

@@ -8,12 +8,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from agentscope.state import AgentState
 
-from app.bus import Bus
+from app.bus import Bus, ConversationLock
 from app.config import Settings
 from app.engine.events import (
     AnyEvent,
@@ -30,8 +30,9 @@ from app.engine.events import (
     Usage,
 )
 from app.engine.replay import ReplyDraft, durable, replay
-from app.store import Store
+from app.store import Store, StoreUnavailable
 from app.store.models import (
+    AgentLog,
     Conversation,
     RunOutcome,
     RunRecord,
@@ -41,6 +42,15 @@ from app.store.models import (
 )
 
 log = logging.getLogger(__name__)
+
+# Saving a finished run while the store is unreachable: the pauses before each retry the
+# run's clients wait for, then how long a background task keeps trying.
+SAVE_RETRY_PAUSES = (0.5, 1.0, 2.0)
+BACKGROUND_SAVE_SECONDS = 600.0
+BACKGROUND_SAVE_PAUSE = 5.0
+# Longest wait for a run another replica executes to end after a stop request.
+REMOTE_STOP_WAIT_SECONDS = 30.0
+TERMINAL_STATUS = {"run.completed": "completed", "run.stopped": "stopped", "run.failed": "failed"}
 
 
 def new_id() -> str:
@@ -73,6 +83,11 @@ class Run:
         self.replies: list[ReplyDraft] = []
         self.durable_events: list[StoredEvent] = []
         self.agent_states: dict[str, AgentState] = {}
+        self.tool_logs: list[AgentLog] = []
+        # Time spent waiting for an operator does not count against the run's limit.
+        self.waiting_since: float | None = None
+        self.excluded_seconds = 0.0
+        self.resume: Any = None  # a decided approval whose parked reply this run resumes
         self.active_agent: str | None = None
         self.usage = Usage()
         self.last_emit_at = time.monotonic()
@@ -145,6 +160,11 @@ class TurnEngine(Protocol):
     def classify_error(self, exc: BaseException) -> ErrorInfo: ...
 
 
+# Called with a finished run and its durable events (the terminal one last) once the
+# terminal event is published; a listener must return at once (queue, never wait).
+RunListener = Callable[[Run, list[StoredEvent]], None]
+
+
 class RunManager:
     def __init__(self, settings: Settings, store: Store, bus: Bus, engine: TurnEngine) -> None:
         self.settings = settings
@@ -155,13 +175,20 @@ class RunManager:
         self._queues: dict[str, list[Run]] = {}
         self._turn: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.listeners: list[RunListener] = []
+        bus.on_stop_request(self._stop_requested_elsewhere)
 
     # Lifecycle
 
     async def recover(self) -> None:
-        """Close the runs a previous process left unfinished, so that no stream hangs."""
+        """Close the runs a previous process left unfinished, so that no stream hangs
+        (runs another live replica executes are left alone)."""
         for record in await self.store.list_unfinished_runs():
-            seq = max((e.seq for e in await self.store.list_run_events(record.id)), default=0)
+            if await self.bus.is_claimed(record.id):
+                continue
+            live = await self.bus.events_so_far(record.id)
+            stored = await self.store.list_run_events(record.id)
+            seq = max((e.seq for e in [*stored, *live]), default=0)
             error = ErrorInfo(
                 code="server_restarted",
                 message="The server restarted during this reply; please send the message again.",
@@ -178,6 +205,8 @@ class RunManager:
                     events=[durable(event)],
                 ),
             )
+            if live:  # followers on other replicas are waiting for its end
+                await self.bus.publish(event)
 
     async def shutdown(self) -> None:
         """Stop every running turn, keeping partial replies, and wait for them to be saved."""
@@ -211,18 +240,36 @@ class RunManager:
         )
         run = Run(self.bus, conversation, message, user_message.id)
         user_message.run_id = run.id
-        await self.store.start_run(
-            RunRecord(
-                id=run.id,
-                conversation_id=conversation.id,
-                user_message_id=user_message.id,
-                status="queued",
-                created_at=run.created_at,
-            ),
-            user_message,
-        )
+        return await self._enqueue(run, user_message)
+
+    async def resume_approval(self, approval: Any) -> Run:
+        """A run that resumes a reply parked on an approval decided after a restart."""
+        conversation = await self.store.get_conversation(approval.conversation_id)
+        if conversation is None:
+            raise ConversationNotFound(approval.conversation_id)
+        run = Run(self.bus, conversation, "", "")
+        run.resume = approval
+        return await self._enqueue(run, None)
+
+    async def _enqueue(self, run: Run, user_message: StoredMessage | None) -> Run:
+        """Record the run, queue it behind the conversation's running turn, start it."""
+        await self.bus.claim(run.id)  # before the record: a replica recovering skips it
+        try:
+            await self.store.start_run(
+                RunRecord(
+                    id=run.id,
+                    conversation_id=run.conversation_id,
+                    user_message_id=run.user_message_id,
+                    status="queued",
+                    created_at=run.created_at,
+                ),
+                user_message,
+            )
+        except BaseException:
+            await self.bus.release(run.id)
+            raise
         self.active[run.id] = run
-        queue = self._queues.setdefault(conversation.id, [])
+        queue = self._queues.setdefault(run.conversation_id, [])
         queue.append(run)
         self._turn[run.id] = asyncio.Event()
         if len(queue) == 1:
@@ -241,6 +288,10 @@ class RunManager:
             record = await self.store.get_run(run_id)
             if record is None:
                 raise RunNotFound(run_id)
+            if record.status in ("queued", "running") and await self.bus.request_stop(
+                run_id, reason
+            ):
+                return await self._remote_end(run_id)
             return record.status
         if not run.stop_requested:
             run.stop_requested = True
@@ -251,11 +302,33 @@ class RunManager:
         await run.done.wait()
         return run.status
 
+    def _stop_requested_elsewhere(self, run_id: str, reason: str) -> None:
+        """Another replica asks to stop a run: stop it if this replica executes it."""
+        if run_id in self.active:
+            task = asyncio.create_task(self.stop(run_id, reason))
+            self._tasks.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+
+    async def _remote_end(self, run_id: str) -> str:
+        """Wait for a run another replica executes to end; its status then."""
+        try:
+            async with asyncio.timeout(REMOTE_STOP_WAIT_SECONDS):
+                async for event in self.bus.follow(run_id):
+                    if event.is_terminal:
+                        return TERMINAL_STATUS[event.type]
+        except TimeoutError:
+            log.warning("run %s did not end within %gs of a stop", run_id, REMOTE_STOP_WAIT_SECONDS)
+        record = await self.store.get_run(run_id)
+        return record.status if record is not None else "failed"
+
     async def erase(self, conversation_id: str) -> bool:
         """Stop the conversation's turns, then erase it, its runs' events included."""
         for run in list(self.active.values()):
             if run.conversation_id == conversation_id:
                 await self.stop(run.id, reason="erased")
+        for record in await self.store.list_runs(conversation_id):
+            if record.status in ("queued", "running") and record.id not in self.active:
+                await self.stop(record.id, reason="erased")  # on another replica
         run_ids = await self.store.delete_conversation(conversation_id)
         for run_id in run_ids or []:
             await self.bus.forget(run_id)
@@ -288,20 +361,44 @@ class RunManager:
     # Execution
 
     async def _execute(self, run: Run) -> None:
+        lock = self.bus.conversation_lock(run.conversation_id)
+        locked = False
         try:
             await self._turn[run.id].wait()
+            locked = await self._take_conversation(run, lock)
             if run.stop_requested:
                 outcome = await self._finish_stopped(run)
             else:
                 outcome = await self._run_turn(run)
             await self._finish(run, outcome)
-        except Exception:  # the run must always end with a terminal event
-            log.exception("run %s crashed", run.id)
-            await self._finish(run, await self._finish_failed(run, self._internal_error()))
+        except Exception as exc:  # the run must always end with a terminal event
+            if isinstance(exc, StoreUnavailable):
+                log.warning("run %s failed: %s", run.id, exc)
+            else:
+                log.exception("run %s crashed", run.id)
+            await self._finish(run, await self._finish_failed(run, self._error_for(exc)))
         finally:
+            try:
+                if locked:
+                    await lock.release()
+                await self.bus.release(run.id)
+            except Exception:
+                log.exception("could not release run %s", run.id)
             self._advance_queue(run)
             self.active.pop(run.id, None)
             run.done.set()
+
+    async def _take_conversation(self, run: Run, lock: ConversationLock) -> bool:
+        """Wait until no replica runs a turn of this conversation; False if the run was
+        stopped meanwhile. (This process's own turns are already ordered by its queue.)"""
+        if await lock.acquire(wait=0):
+            return True
+        if not any(e.type == "run.queued" for e in run.durable_events):
+            await run.emit(RunQueued, position=1)  # behind a turn on another replica
+        while not run.stop_requested:
+            if await lock.acquire(wait=0.25):
+                return True
+        return False
 
     async def _run_turn(self, run: Run) -> tuple[Event, RunOutcome]:
         # The turn before this one may have changed the conversation (e.g. a handoff).
@@ -314,8 +411,7 @@ class RunManager:
         run.turn_task = asyncio.create_task(self.engine.run(run))
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
-            done, _ = await asyncio.wait({run.turn_task}, timeout=self.settings.run_timeout_seconds)
-            if not done:
+            if not await self._within_time_limit(run):
                 run.turn_task.cancel()
                 await asyncio.wait({run.turn_task})
                 return await self._finish_failed(
@@ -332,11 +428,30 @@ class RunManager:
             return await self._finish_stopped(run)
         if (exc := run.turn_task.exception()) is not None:
             log.warning("run %s failed: %r", run.id, exc)
-            return await self._finish_failed(run, self.engine.classify_error(exc))
+            error = (
+                self._error_for(exc)
+                if isinstance(exc, StoreUnavailable)
+                else self.engine.classify_error(exc)
+            )
+            return await self._finish_failed(run, error)
         run.usage.duration_ms = run.elapsed_ms()
         return run.make(RunCompleted, usage=run.usage), RunOutcome(
             status="completed", usage=run.usage.model_dump()
         )
+
+    async def _within_time_limit(self, run: Run) -> bool:
+        """Wait for the turn; False when it overruns RUN_TIMEOUT_SECONDS (time spent
+        waiting for an operator's approval excluded)."""
+        assert run.turn_task is not None
+        started = time.monotonic()
+        while True:
+            used = time.monotonic() - started - run.excluded_seconds
+            budget = self.settings.run_timeout_seconds - used
+            if budget <= 0 and run.waiting_since is None:
+                return False
+            done, _ = await asyncio.wait({run.turn_task}, timeout=max(budget, 1.0))
+            if done:
+                return True
 
     async def _heartbeat(self, run: Run) -> None:
         """Say that the run is alive whenever it has been quiet (e.g. a model is loading)."""
@@ -367,6 +482,16 @@ class RunManager:
             code="internal_error", message="The reply failed because of a server error."
         )
 
+    @classmethod
+    def _error_for(cls, exc: BaseException) -> ErrorInfo:
+        if isinstance(exc, StoreUnavailable):
+            return ErrorInfo(
+                code="store_unavailable",
+                message="The database could not be reached, so this reply could not be "
+                "completed and saved; please send the message again in a moment.",
+            )
+        return cls._internal_error()
+
     async def _finish(self, run: Run, ending: tuple[Event, RunOutcome]) -> None:
         """Save the run, then publish its terminal event: a client that saw the end can
         read the saved reply."""
@@ -393,11 +518,72 @@ class RunManager:
             name: state.model_dump_json() for name, state in run.agent_states.items()
         }
         outcome.active_agent = run.active_agent
+        outcome.agent_logs = run.tool_logs
         try:
-            await self.store.finish_run(run.id, outcome)
+            await self._save(run.id, outcome)
+        except StoreUnavailable as exc:
+            # The clients learn that the reply was not saved; the store gets it later.
+            log.warning("could not save run %s: %s", run.id, exc)
+            terminal, outcome = self._unsaved(run, terminal, outcome)
+            run.status = outcome.status
+            self._save_later(run.id, outcome)
         except Exception:
             log.exception("could not save run %s", run.id)
         await run.publish(terminal)
+        for listener in self.listeners:
+            try:
+                listener(run, run.durable_events)
+            except Exception:
+                log.exception("run listener failed on run %s", run.id)
+
+    async def _save(self, run_id: str, outcome: RunOutcome) -> None:
+        for pause in (*SAVE_RETRY_PAUSES, None):
+            try:
+                await self.store.finish_run(run_id, outcome)
+                return
+            except StoreUnavailable:
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+
+    def _unsaved(self, run: Run, terminal: Event, outcome: RunOutcome) -> tuple[Event, RunOutcome]:
+        """The ending of a run whose outcome could not be saved: run.failed with
+        store_unavailable, at the terminal's seq; the reply text is kept for a later save."""
+        error = self._error_for(StoreUnavailable())
+        failed = RunFailed(
+            run_id=run.id, conversation_id=run.conversation_id, seq=terminal.seq, error=error
+        )
+        events = [e for e in outcome.events if e.seq != terminal.seq] + [durable(failed)]
+        return failed, outcome.model_copy(
+            update={
+                "status": "failed",
+                "error_code": error.code,
+                "error_message": error.message,
+                "events": sorted(events, key=lambda e: e.seq),
+            }
+        )
+
+    def _save_later(self, run_id: str, outcome: RunOutcome) -> None:
+        """Keep trying to save the outcome in the background, for a bounded time."""
+
+        async def retry() -> None:
+            deadline = time.monotonic() + BACKGROUND_SAVE_SECONDS
+            while time.monotonic() < deadline:
+                await asyncio.sleep(BACKGROUND_SAVE_PAUSE)
+                try:
+                    await self.store.finish_run(run_id, outcome)
+                    log.info("saved run %s after the store came back", run_id)
+                    return
+                except StoreUnavailable:
+                    continue
+                except Exception:
+                    log.exception("could not save run %s", run_id)
+                    return
+            log.error("gave up saving run %s: the store stayed unreachable", run_id)
+
+        task = asyncio.create_task(retry(), name=f"save-{run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _advance_queue(self, run: Run) -> None:
         queue = self._queues.get(run.conversation_id, [])
@@ -414,12 +600,18 @@ class RunManager:
     async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AnyEvent]:
         """Every event of the run after `after_seq`: live from the bus while it is
         held there, else replayed from the store."""
-        if run_id in self.active or self.bus.has_run(run_id):
+        if run_id in self.active or await self.bus.has_run(run_id):
             async for event in self.bus.follow(run_id, after_seq):
                 yield event  # type: ignore[misc]
             return
-        if await self.store.get_run(run_id) is None:
+        record = await self.store.get_run(run_id)
+        if record is None:
             raise RunNotFound(run_id)
+        if record.status in ("queued", "running") and await self.bus.is_claimed(run_id):
+            # Another replica executes it and has published nothing yet.
+            async for event in self.bus.follow(run_id, after_seq):
+                yield event  # type: ignore[misc]
+            return
         for event in replay(await self.store.list_run_events(run_id, after_seq), after_seq):
             yield event
 
@@ -437,6 +629,6 @@ class RunManager:
     async def run_exists(self, run_id: str) -> bool:
         return (
             run_id in self.active
-            or self.bus.has_run(run_id)
+            or await self.bus.has_run(run_id)
             or (await self.store.get_run(run_id) is not None)
         )

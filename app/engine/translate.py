@@ -1,6 +1,8 @@
 """Normalise one agent's AgentScope reply stream into the run's events."""
 
 import json
+import time
+import uuid
 from typing import Any
 
 from agentscope.event import (
@@ -12,6 +14,7 @@ from agentscope.event import (
     ToolCallEndEvent,
     ToolCallStartEvent,
     ToolResultEndEvent,
+    ToolResultStartEvent,
     ToolResultTextDeltaEvent,
 )
 from agentscope.types import ReplyFinishedReason
@@ -19,6 +22,18 @@ from agentscope.types import ReplyFinishedReason
 from app.engine.events import ToolFinished, ToolStarted
 from app.engine.replay import ReplyDraft
 from app.engine.runs import Run
+from app.store.models import AgentLog
+
+SECRET_NAMES = ("api_key", "token", "secret", "password", "authorization", "private_key")
+
+
+def redacted(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Tool arguments for the execution log, with secret-looking values hidden."""
+    return {
+        key: "[redacted]" if any(name in key.lower() for name in SECRET_NAMES) else value
+        for key, value in arguments.items()
+    }
+
 
 TOOL_STATUS = {"success": "success", "error": "error", "denied": "skipped", "interrupted": "error"}
 
@@ -45,6 +60,7 @@ class AgentStreamTranslator:
         self._tool_names: dict[str, str] = {}
         self._tool_input: dict[str, list[str]] = {}
         self._tool_output: dict[str, list[str]] = {}
+        self._tool_calls: dict[str, tuple[dict[str, Any], float]] = {}  # arguments, start
 
     async def handle(self, event: Any) -> None:
         match event:
@@ -59,13 +75,19 @@ class AgentStreamTranslator:
                 self._tool_input.setdefault(call_id, []).append(delta)
             case ToolCallEndEvent(tool_call_id=call_id):
                 arguments = _json_or_text("".join(self._tool_input.pop(call_id, [])) or "{}")
+                if not isinstance(arguments, dict):
+                    arguments = {"input": arguments}
+                self._tool_calls[call_id] = (arguments, time.monotonic())
                 await self.run.emit(
                     ToolStarted,
                     agent=self.agent,
                     tool_call_id=call_id,
                     tool=self._tool_names.get(call_id, "unknown"),
-                    arguments=arguments if isinstance(arguments, dict) else {"input": arguments},
+                    arguments=arguments,
                 )
+            case ToolResultStartEvent(tool_call_id=call_id, tool_call_name=name):
+                # A call approved after a restart started in an earlier run.
+                self._tool_names.setdefault(call_id, name)
             case ToolResultTextDeltaEvent(tool_call_id=call_id, delta=delta):
                 self._tool_output.setdefault(call_id, []).append(delta)
             case ToolResultEndEvent():
@@ -98,12 +120,31 @@ class AgentStreamTranslator:
         call_id = event.tool_call_id
         output = _json_or_text("".join(self._tool_output.pop(call_id, [])))
         status = event.metadata.get("status") or TOOL_STATUS.get(str(event.state), "error")
+        tool = self._tool_names.get(call_id, "unknown")
+        arguments, started = self._tool_calls.pop(call_id, ({}, time.monotonic()))
+        self.run.tool_logs.append(
+            AgentLog(
+                id=uuid.uuid4().hex,
+                conversation_id=self.run.conversation_id,
+                run_id=self.run.id,
+                agent=self.agent,
+                action=f"tool_execution:{tool}",
+                parameters=redacted(arguments),
+                result=output if status != "error" else None,
+                error=str(output) if status == "error" else None,
+                status=status,
+                duration_ms=round((time.monotonic() - started) * 1000, 2),
+                created_at=time.time(),
+            )
+        )
         await self.run.emit(
             ToolFinished,
             agent=self.agent,
             tool_call_id=call_id,
-            tool=self._tool_names.get(call_id, "unknown"),
+            tool=tool,
             status=status,
-            reason=event.metadata.get("reason"),
+            # A call the operator did not approve comes back DENIED from AgentScope.
+            reason=event.metadata.get("reason")
+            or ("rejected" if str(event.state) == "denied" else None),
             result=output,
         )

@@ -6,8 +6,11 @@ one step per model call, like a real model in AgentScope's reasoning-acting loop
 1. after a handoff, `recall` what the team knows;
 2. on a visitor message, `remember` each new fact it gives;
 3. `update_lead` with every fact known so far (agents that qualify leads);
-4. hand the visitor to the colleague who fits (a `transfer_to_<agent>` tool);
-5. answer: a one-line handoff note after a transfer, else the rules' reply.
+4. the business tools (offline_business.py): the lead in the CRM, notifying sales,
+   offering and booking a call;
+5. hand the visitor to the colleague who fits (a `transfer_to_<agent>` tool);
+6. answer: a one-line handoff note after a transfer, else what the tools did and the
+   rules' reply.
 
 Each step happens at most once per reply, so the loop always ends in text.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 from agentscope.message import Msg
 
+from app.llm.offline_business import SCHEDULE_TOOLS, business_sentences, next_business_call
 from app.llm.offline_rules import MARKETING, MEETING, WEB, VisitorFacts, offline_reply
 
 VISITOR = "visitor"
@@ -77,9 +81,12 @@ def _route(text: str, tools: set[str]) -> tuple[str, str] | None:
     # A field this agent cannot hand to is its own: stay for it rather than hand over,
     # unless the visitor asks for a call.
     own_field = any(found and f"transfer_to_{name}" not in tools for name, found, _ in wants)
+    books_calls = any(tool in tools for tool in SCHEDULE_TOOLS)
     for name, found, reason in wants:
         if not found or f"transfer_to_{name}" not in tools:
             continue
+        if name == "lead_qualification" and books_calls:
+            continue  # this agent books the call itself
         if own_field and name != "lead_qualification":
             continue
         return name, reason
@@ -114,6 +121,10 @@ def decide(messages: list[Msg], tools: set[str]) -> Step:
     if "update_lead" in tools and "update_lead" not in called and lead_fields:
         return Step([ToolCall("update_lead", lead_fields)])
 
+    new_facts = "update_lead" in called and _succeeded(results["update_lead"])
+    if business := next_business_call(tools, called, messages, latest, known, new_facts):
+        return Step([ToolCall(*business)])
+
     if not handed_over and not any(c.startswith("transfer_to_") for c in called):
         if route := _route(latest, tools):
             return Step([ToolCall(f"transfer_to_{route[0]}", {"reason": route[1]})])
@@ -123,7 +134,8 @@ def decide(messages: list[Msg], tools: set[str]) -> Step:
         refused = str(_output_json(lead_result.output))
         field_name = "email address" if "email" in refused else "phone number"
         return Step(text=f"That {field_name} doesn't look right; could you check it for me?")
-    return Step(text=offline_reply(visitor_texts, known, greet=not handed_over))
+    reply_text = offline_reply(visitor_texts, known, greet=not handed_over)
+    return Step(text=" ".join([*business_sentences(results, known), reply_text]))
 
 
 def _succeeded(result: Any) -> bool:

@@ -3,15 +3,22 @@
 from typing import Protocol
 
 from app.store.models import (
+    AgentLog,
     AgentMessage,
+    Approval,
     Conversation,
+    DeliveryStatus,
     Lead,
     MemoryEntry,
     MemoryScope,
     RunOutcome,
     RunRecord,
+    SideEffect,
     StoredEvent,
     StoredMessage,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 
@@ -40,8 +47,9 @@ class Store(Protocol):
 
     async def list_messages(self, conversation_id: str) -> list[StoredMessage]: ...
 
-    async def start_run(self, run: RunRecord, user_message: StoredMessage) -> None:
-        """Record a queued run and the visitor's message together."""
+    async def start_run(self, run: RunRecord, user_message: StoredMessage | None) -> None:
+        """Record a queued run and the visitor's message together (a run that resumes a
+        parked reply has no message)."""
 
     async def mark_run_running(self, run_id: str) -> None: ...
 
@@ -106,3 +114,83 @@ class Store(Protocol):
     ) -> list[AgentMessage]: ...
 
     async def mark_agent_messages_delivered(self, message_ids: list[str]) -> None: ...
+
+    # Business tools
+
+    async def get_side_effect(self, key: str) -> SideEffect | None:
+        """The ledger entry of an action, by its idempotency key."""
+
+    async def record_side_effect(self, effect: SideEffect) -> None:
+        """Insert or update the ledger entry of an action."""
+
+    async def list_agent_logs(
+        self,
+        conversation_id: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AgentLog], int]:
+        """Tool execution logs (written by `finish_run`), newest first, and the total."""
+
+    async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
+        """Save agents' states mid-run (a reply parked on an approval)."""
+
+    async def save_approval(self, approval: Approval) -> None:
+        """Insert or update an approval."""
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_approvals(
+        self, status: str | None = None, conversation_id: str | None = None
+    ) -> list[Approval]: ...
+
+    # Webhooks
+
+    async def create_webhook(self, webhook: Webhook) -> None:
+        """Insert a webhook; `events` is a list of event type names (JSON in SQL)."""
+
+    async def get_webhook(self, webhook_id: str) -> Webhook | None: ...
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """Every webhook, oldest first, inactive ones included (callers filter by `active`
+        and `events`)."""
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Delete the webhook, its deliveries and their attempts; False if there was none."""
+
+    async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        """Insert a delivery as given (`attempt_log` is not written: attempts are added by
+        `record_webhook_attempt`). Its `conversation_id`, when set, ties it to that
+        conversation: erasing the conversation erases the delivery and its attempts."""
+
+    async def get_webhook_delivery(self, delivery_id: str) -> WebhookDelivery | None:
+        """The delivery with its `attempt_log` filled, oldest attempt first."""
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, limit: int = 50
+    ) -> list[WebhookDelivery]:
+        """The webhook's latest `limit` deliveries, newest first (by `created_at`), each
+        with its `attempt_log` filled, oldest attempt first."""
+
+    async def list_pending_webhook_deliveries(self, limit: int = 1000) -> list[WebhookDelivery]:
+        """Deliveries whose status is `pending` (to resume after a restart), soonest
+        `next_attempt_at` first; their `attempt_log` may be left empty."""
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        attempt: WebhookAttempt,
+        status: DeliveryStatus,
+        next_attempt_at: float,
+    ) -> bool:
+        """In one transaction: append `attempt` to the delivery's attempt log and set the
+        delivery's `status`, `attempts` (= `attempt.attempt`), `last_status_code` and
+        `last_error` (from `attempt`), `next_attempt_at`, and `updated_at` (= `attempt.at`).
+        Return False, writing nothing, when the delivery no longer exists (its webhook or
+        conversation was deleted meanwhile)."""
+
+    async def claim_webhook_event(self, key: str) -> bool:
+        """Remember `key` (e.g. `lead.qualified:<lead_id>`) for good: True the first time,
+        False ever after. Atomic: of concurrent callers with one key, only one gets True."""

@@ -69,6 +69,7 @@ class RunOutcome(BaseModel):
     messages: list[StoredMessage] = Field(default_factory=list)
     agent_states: dict[str, str] = Field(default_factory=dict)
     active_agent: str | None = None
+    agent_logs: list["AgentLog"] = Field(default_factory=list)
 
 
 class MemoryEntry(BaseModel):
@@ -102,3 +103,105 @@ class AgentMessage(BaseModel):
     content: str
     delivered: bool = False
     created_at: float
+
+
+class SideEffect(BaseModel):
+    """A business action that happened (or may have): recorded once per idempotency key."""
+
+    key: str
+    conversation_id: str
+    tool: str
+    arguments: dict[str, Any]
+    status: Literal["success", "unknown"]
+    result: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class AgentLog(BaseModel):
+    """One tool call: `action` is `tool_execution:<name>`, secrets redacted."""
+
+    id: str
+    conversation_id: str | None
+    run_id: str | None = None
+    agent: str | None = None
+    action: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    status: str
+    duration_ms: float | None = None
+    created_at: float
+
+
+class Approval(BaseModel):
+    """A tool call waiting for (or given) an operator's decision."""
+
+    id: str
+    conversation_id: str
+    run_id: str
+    agent: str
+    reply_id: str
+    tool: str
+    tool_call: dict[str, Any]
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    decided_by: str | None = None
+    created_at: float
+    resolved_at: float | None = None
+
+
+WebhookEventType = Literal[
+    "lead.qualified", "lead.updated", "conversation.completed", "handoff", "run.failed"
+]
+WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = (
+    "lead.qualified",
+    "lead.updated",
+    "conversation.completed",
+    "handoff",
+    "run.failed",
+)
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class Webhook(BaseModel):
+    """An operator's URL for webhook events; `secret` signs each delivery to it."""
+
+    id: str
+    url: str
+    events: list[WebhookEventType]
+    secret: str
+    active: bool = True
+    description: str | None = None
+    created_at: float
+
+
+class WebhookAttempt(BaseModel):
+    """One POST of a delivery: the receiver's status code, or the error that stopped it."""
+
+    attempt: int
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+    at: float
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook event on its way to one webhook, with every attempt so far.
+
+    `payload` is the JSON body sent (`id`, `type`, `created_at`, `data`); a replay is a
+    new delivery of the same payload whose `replay_of` names the original."""
+
+    id: str
+    webhook_id: str
+    event_type: WebhookEventType
+    payload: dict[str, Any]
+    conversation_id: str | None = None
+    replay_of: str | None = None
+    status: DeliveryStatus = "pending"
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    attempt_log: list[WebhookAttempt] = Field(default_factory=list)

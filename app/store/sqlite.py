@@ -10,15 +10,22 @@ from pathlib import Path
 import aiosqlite
 
 from app.store.models import (
+    AgentLog,
     AgentMessage,
+    Approval,
     Conversation,
+    DeliveryStatus,
     Lead,
     MemoryEntry,
     MemoryScope,
     RunOutcome,
     RunRecord,
+    SideEffect,
     StoredEvent,
     StoredMessage,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
@@ -128,14 +135,15 @@ class SQLiteStore:
 
     # Runs
 
-    async def start_run(self, run: RunRecord, user_message: StoredMessage) -> None:
+    async def start_run(self, run: RunRecord, user_message: StoredMessage | None) -> None:
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO runs (id, conversation_id, user_message_id, status, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (run.id, run.conversation_id, run.user_message_id, run.status, run.created_at),
             )
-            await self._insert_message(db, user_message)
+            if user_message is not None:
+                await self._insert_message(db, user_message)
             await db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?",
                 (run.created_at, run.conversation_id),
@@ -183,6 +191,27 @@ class SQLiteStore:
                     "UPDATE conversations SET active_agent = ?, updated_at = ? WHERE id = ?",
                     (outcome.active_agent, now, run.conversation_id),
                 )
+            await db.executemany(
+                "INSERT INTO agent_logs (id, conversation_id, run_id, agent, action, parameters, "
+                "result, error, status, duration_ms, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        log.id,
+                        log.conversation_id,
+                        log.run_id,
+                        log.agent,
+                        log.action,
+                        json.dumps(log.parameters),
+                        json.dumps(log.result),
+                        log.error,
+                        log.status,
+                        log.duration_ms,
+                        log.created_at,
+                    )
+                    for log in outcome.agent_logs
+                ],
+            )
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)) as cursor:
@@ -394,6 +423,273 @@ class SQLiteStore:
                 [(message_id,) for message_id in message_ids],
             )
 
+    # Business tools
+
+    async def get_side_effect(self, key: str) -> SideEffect | None:
+        async with self.db.execute("SELECT * FROM side_effects WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return SideEffect(
+            **{
+                **dict(row),
+                "arguments": json.loads(row["arguments"]),
+                "result": json.loads(row["result"]),
+            }
+        )
+
+    async def record_side_effect(self, effect: SideEffect) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO side_effects (key, conversation_id, tool, arguments, status, result, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO "
+                "UPDATE SET status = excluded.status, result = excluded.result, "
+                "updated_at = excluded.updated_at",
+                (
+                    effect.key,
+                    effect.conversation_id,
+                    effect.tool,
+                    json.dumps(effect.arguments),
+                    effect.status,
+                    json.dumps(effect.result),
+                    effect.created_at,
+                    effect.updated_at,
+                ),
+            )
+
+    async def list_agent_logs(
+        self,
+        conversation_id: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AgentLog], int]:
+        clauses, args = [], []
+        for column, value in (
+            ("conversation_id", conversation_id),
+            ("agent", agent),
+            ("action", action),
+            ("status", status),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self.db.execute(f"SELECT COUNT(*) FROM agent_logs{where}", args) as cursor:
+            total = (await cursor.fetchone())[0]
+        async with self.db.execute(
+            f"SELECT * FROM agent_logs{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        logs = [
+            AgentLog(
+                **{
+                    **dict(r),
+                    "parameters": json.loads(r["parameters"]),
+                    "result": json.loads(r["result"]) if r["result"] is not None else None,
+                }
+            )
+            for r in rows
+        ]
+        return logs, total
+
+    async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
+        now = time.time()
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO agent_states (conversation_id, agent, state, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id, agent) "
+                "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                [(conversation_id, agent, state, now) for agent, state in states.items()],
+            )
+
+    async def save_approval(self, approval: Approval) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO approvals (id, conversation_id, run_id, agent, reply_id, "
+                "tool, tool_call, status, decided_by, created_at, resolved_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    approval.id,
+                    approval.conversation_id,
+                    approval.run_id,
+                    approval.agent,
+                    approval.reply_id,
+                    approval.tool,
+                    json.dumps(approval.tool_call),
+                    approval.status,
+                    approval.decided_by,
+                    approval.created_at,
+                    approval.resolved_at,
+                ),
+            )
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        async with self.db.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)) as cur:
+            row = await cur.fetchone()
+        return _approval(row) if row is not None else None
+
+    async def list_approvals(
+        self, status: str | None = None, conversation_id: str | None = None
+    ) -> list[Approval]:
+        clauses, args = [], []
+        for column, value in (("status", status), ("conversation_id", conversation_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self.db.execute(
+            f"SELECT * FROM approvals{where} ORDER BY created_at", args
+        ) as cursor:
+            return [_approval(row) for row in await cursor.fetchall()]
+
+    # Webhooks
+
+    async def create_webhook(self, webhook: Webhook) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO webhooks (id, url, events, secret, active, description, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    webhook.id,
+                    webhook.url,
+                    json.dumps(webhook.events),
+                    webhook.secret,
+                    webhook.active,
+                    webhook.description,
+                    webhook.created_at,
+                ),
+            )
+
+    async def get_webhook(self, webhook_id: str) -> Webhook | None:
+        async with self.db.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)) as cur:
+            row = await cur.fetchone()
+        return _webhook(row) if row is not None else None
+
+    async def list_webhooks(self) -> list[Webhook]:
+        async with self.db.execute("SELECT * FROM webhooks ORDER BY created_at, id") as cursor:
+            return [_webhook(row) for row in await cursor.fetchall()]
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+        return cursor.rowcount > 0
+
+    async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO webhook_deliveries (id, webhook_id, event_type, payload, "
+                "conversation_id, replay_of, status, attempts, last_status_code, last_error, "
+                "next_attempt_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    delivery.id,
+                    delivery.webhook_id,
+                    delivery.event_type,
+                    json.dumps(delivery.payload),
+                    delivery.conversation_id,
+                    delivery.replay_of,
+                    delivery.status,
+                    delivery.attempts,
+                    delivery.last_status_code,
+                    delivery.last_error,
+                    delivery.next_attempt_at,
+                    delivery.created_at,
+                    delivery.updated_at,
+                ),
+            )
+
+    async def get_webhook_delivery(self, delivery_id: str) -> WebhookDelivery | None:
+        async with self.db.execute(
+            "SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return (await self._with_attempts([_delivery(row)]))[0]
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, limit: int = 50
+    ) -> list[WebhookDelivery]:
+        async with self.db.execute(
+            "SELECT * FROM webhook_deliveries WHERE webhook_id = ? "
+            "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (webhook_id, limit),
+        ) as cursor:
+            deliveries = [_delivery(row) for row in await cursor.fetchall()]
+        return await self._with_attempts(deliveries)
+
+    async def _with_attempts(self, deliveries: list[WebhookDelivery]) -> list[WebhookDelivery]:
+        if not deliveries:
+            return deliveries
+        by_id = {d.id: d for d in deliveries}
+        marks = ", ".join("?" * len(by_id))
+        async with self.db.execute(
+            f"SELECT * FROM webhook_attempts WHERE delivery_id IN ({marks}) "
+            "ORDER BY delivery_id, attempt",
+            tuple(by_id),
+        ) as cursor:
+            for row in await cursor.fetchall():
+                fields = dict(row)
+                by_id[fields.pop("delivery_id")].attempt_log.append(WebhookAttempt(**fields))
+        return deliveries
+
+    async def list_pending_webhook_deliveries(self, limit: int = 1000) -> list[WebhookDelivery]:
+        async with self.db.execute(
+            "SELECT * FROM webhook_deliveries WHERE status = 'pending' "
+            "ORDER BY next_attempt_at LIMIT ?",
+            (limit,),
+        ) as cursor:
+            return [_delivery(row) for row in await cursor.fetchall()]
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        attempt: WebhookAttempt,
+        status: DeliveryStatus,
+        next_attempt_at: float,
+    ) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_status_code = ?, "
+                "last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (
+                    status,
+                    attempt.attempt,
+                    attempt.status_code,
+                    attempt.error,
+                    next_attempt_at,
+                    attempt.at,
+                    delivery_id,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            await db.execute(
+                "INSERT OR REPLACE INTO webhook_attempts (delivery_id, attempt, status_code, "
+                "error, duration_ms, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    delivery_id,
+                    attempt.attempt,
+                    attempt.status_code,
+                    attempt.error,
+                    attempt.duration_ms,
+                    attempt.at,
+                ),
+            )
+        return True
+
+    async def claim_webhook_event(self, key: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO webhook_claims (key, created_at) VALUES (?, ?)",
+                (key, time.time()),
+            )
+        return cursor.rowcount > 0
+
 
 def _conversation(row: aiosqlite.Row) -> Conversation:
     return Conversation(
@@ -411,3 +707,15 @@ def _run(row: aiosqlite.Row) -> RunRecord:
 
 def _lead(row: aiosqlite.Row) -> Lead:
     return Lead(**{**dict(row), "fields": json.loads(row["fields"])})
+
+
+def _approval(row: aiosqlite.Row) -> Approval:
+    return Approval(**{**dict(row), "tool_call": json.loads(row["tool_call"])})
+
+
+def _webhook(row: aiosqlite.Row) -> Webhook:
+    return Webhook(**{**dict(row), "events": json.loads(row["events"])})
+
+
+def _delivery(row: aiosqlite.Row) -> WebhookDelivery:
+    return WebhookDelivery(**{**dict(row), "payload": json.loads(row["payload"])})

@@ -1,0 +1,330 @@
+"""The agents' business tools: the lead in the CRM, emails, and calls in the calendar.
+
+Each write goes through the side-effect ledger: one idempotency key per (conversation,
+tool, normalised arguments). An action that already succeeded returns its recorded
+result instead of acting again (also after a restart, or when a run is repeated); one
+whose outcome is unknown is not repeated. An unconfigured vendor gives a `skipped`
+result with reason `not_configured`, so the agent can say what happens instead.
+"""
+
+import hashlib
+import html
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from agentscope.tool import ToolChunk
+from pydantic import BaseModel, Field
+
+from app.engine.leads import LeadFields, budget_amount, record_lead
+from app.engine.tool_base import (
+    ToolDef,
+    ToolFunction,
+    ToolRefused,
+    TurnContext,
+    integration_result,
+)
+from app.integrations.result import IntegrationResult
+from app.store.models import Lead, SideEffect
+
+
+def _normalised(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in sorted(value.items()) if v is not None}
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    return value
+
+
+def ledger_key(conversation_id: str, tool: str, arguments: dict[str, Any]) -> str:
+    text = json.dumps([conversation_id, tool, _normalised(arguments)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def once(
+    ctx: TurnContext,
+    tool: str,
+    arguments: dict[str, Any],
+    act: Callable[[str], Awaitable[IntegrationResult]],
+) -> IntegrationResult:
+    """Run a write at most once per idempotency key, as the ledger records it."""
+    key = ledger_key(ctx.run.conversation_id, tool, arguments)
+    recorded = await ctx.store.get_side_effect(key)
+    if recorded is not None and recorded.status == "success":
+        done = IntegrationResult.model_validate(recorded.result)
+        done.data = {**done.data, "already_done": True}
+        return done
+    if recorded is not None:
+        return IntegrationResult.failure(
+            "outcome_unknown",
+            "An earlier attempt may have gone through, so it is not repeated; the team "
+            "will check and follow up.",
+        )
+    outcome = await act(key)
+    if outcome.status == "success" or outcome.reason == "outcome_unknown":
+        now = time.time()
+        await ctx.store.record_side_effect(
+            SideEffect(
+                key=key,
+                conversation_id=ctx.run.conversation_id,
+                tool=tool,
+                arguments=arguments,
+                status="success" if outcome.status == "success" else "unknown",
+                result=outcome.model_dump(),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return outcome
+
+
+async def _lead(ctx: TurnContext) -> Lead | None:
+    return await ctx.store.get_lead_for_conversation(ctx.run.conversation_id)
+
+
+async def _lead_with_email(ctx: TurnContext) -> Lead:
+    lead = await _lead(ctx)
+    if lead is None or not lead.email:
+        raise ToolRefused(
+            "There is no email on the visitor's lead yet: ask for it and record it with "
+            "update_lead first."
+        )
+    return lead
+
+
+def as_html(text: str) -> str:
+    """The HTML body that goes with a plain-text email."""
+    paragraphs = (html.escape(p).replace("\n", "<br>") for p in text.split("\n\n"))
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
+
+
+def _describe_lead(lead: Lead) -> str:
+    lines = [f"{key}: {value}" for key, value in lead.fields.items()]
+    return "\n".join([f"Lead score {lead.score}/100, stage {lead.stage}.", *lines])
+
+
+async def _sync_to_crm(ctx: TurnContext, tool: str, lead: Lead) -> IntegrationResult:
+    fields = lead.fields
+    name = fields.get("name", "")
+    first, _, last = name.partition(" ")
+    contact = {
+        "firstname": first,
+        "lastname": last,
+        "company": fields.get("company", ""),
+        "jobtitle": fields.get("role", ""),
+        "phone": fields.get("phone", ""),
+    }
+    deal_name = f"{fields.get('company') or name or lead.email}: {fields.get('need', 'new lead')}"
+    return await once(
+        ctx,
+        tool,
+        {"lead_id": lead.id, "email": lead.email},
+        lambda key: ctx.integrations.hubspot.sync_lead(
+            lead.email or "",
+            deal_name=deal_name[:200],
+            contact_properties={k: v for k, v in contact.items() if v},
+            amount=budget_amount(fields.get("budget")),
+            lead_score=lead.score,
+            summary=_describe_lead(lead),
+            dedupe_key=lead.id,
+        ),
+    )
+
+
+class ProjectLeadArgs(BaseModel):
+    project_type: str = Field(max_length=80, description="e.g. 'online shop', 'web app'")
+    description: str = Field(max_length=1000, description="The project in the visitor's words")
+    budget: str | None = Field(default=None, max_length=80)
+    timeline: str | None = Field(default=None, max_length=80)
+
+
+class MarketingLeadArgs(BaseModel):
+    goals: str = Field(max_length=1000, description="What the visitor wants to achieve")
+    channels: list[str] = Field(default_factory=list, description="e.g. SEO, paid ads, email")
+    budget: str | None = Field(default=None, max_length=80)
+    timeline: str | None = Field(default=None, max_length=80)
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+class ProposalArgs(BaseModel):
+    summary: str = Field(max_length=2000, description="What the proposal offers the visitor")
+
+
+class ScheduleArgs(BaseModel):
+    start: str | None = Field(
+        default=None,
+        description="ISO 8601 start of one of the offered slots; omit to get free slots.",
+    )
+
+
+def _create_lead(service: str, need_of: Callable[[dict], str]) -> Callable:
+    tool = f"create_{'project' if service == 'web_development' else 'marketing'}_lead"
+
+    def make(ctx: TurnContext, agent: str) -> ToolFunction:
+        async def create_lead(**args: Any) -> ToolChunk:
+            fields = LeadFields(
+                need=need_of(args)[:500],
+                service=service,  # type: ignore[arg-type]
+                budget=args.get("budget"),
+                timeline=args.get("timeline"),
+            )
+            lead = await record_lead(
+                ctx.store, ctx.run.conversation_id, fields, run=ctx.run, agent=agent
+            )
+            if not lead.email:
+                outcome = IntegrationResult.skipped(
+                    "missing_email", "Recorded here; ask for an email to add it to the CRM."
+                )
+            else:
+                outcome = await _sync_to_crm(ctx, tool, lead)
+            return integration_result(outcome, lead_id=lead.id, score=lead.score)
+
+        return create_lead
+
+    return make
+
+
+def _sync_lead_to_crm(ctx: TurnContext, agent: str) -> ToolFunction:
+    async def sync_lead_to_crm() -> ToolChunk:
+        lead = await _lead_with_email(ctx)
+        return integration_result(await _sync_to_crm(ctx, "sync_lead_to_crm", lead))
+
+    return sync_lead_to_crm
+
+
+def _send_marketing_proposal(ctx: TurnContext, agent: str) -> ToolFunction:
+    async def send_marketing_proposal(summary: str) -> ToolChunk:
+        lead = await _lead_with_email(ctx)  # proposals go to the lead's own address only
+        body = f"Hello {lead.fields.get('name', '')},\n\n{summary}\n\nBest regards"
+        outcome = await once(
+            ctx,
+            "send_marketing_proposal",
+            {"to": lead.email, "summary": summary},
+            lambda key: ctx.integrations.sendgrid.send_proposal(
+                lead.email or "",
+                "Your digital marketing proposal",
+                body,
+                html=as_html(body),
+                idempotency_key=key,
+            ),
+        )
+        return integration_result(outcome)
+
+    return send_marketing_proposal
+
+
+def _send_qualification_notification(ctx: TurnContext, agent: str) -> ToolFunction:
+    async def send_qualification_notification() -> ToolChunk:
+        lead = await _lead(ctx)
+        if lead is None:
+            raise ToolRefused("There is no lead yet: record the visitor's details first.")
+        outcome = await once(
+            ctx,
+            "send_qualification_notification",
+            {"lead_id": lead.id},  # the sales team hears of a lead once
+            lambda key: ctx.integrations.sendgrid.notify_sales(
+                f"New {lead.stage} lead: {lead.fields.get('name') or lead.email or lead.id}",
+                _describe_lead(lead),
+                html=as_html(_describe_lead(lead)),
+                idempotency_key=key,
+                lead_email=lead.email,
+            ),
+        )
+        return integration_result(outcome)
+
+    return send_qualification_notification
+
+
+def _schedule(tool: str, title: str) -> Callable:
+    def make(ctx: TurnContext, agent: str) -> ToolFunction:
+        async def schedule(start: str | None = None) -> ToolChunk:
+            calendar = ctx.integrations.calendar
+            if start is None:
+                return integration_result(await calendar.find_free_slots())
+            try:
+                when = datetime.fromisoformat(start)
+            except ValueError:
+                raise ToolRefused(
+                    f"'{start}' is not an ISO 8601 time; use an offered slot."
+                ) from None
+            if when.tzinfo is None:
+                raise ToolRefused("The start needs a time zone offset; use an offered slot.")
+            lead = await _lead_with_email(ctx)
+            outcome = await once(
+                ctx,
+                tool,
+                {"start": when.isoformat()},
+                lambda key: calendar.book_meeting(
+                    when,
+                    idempotency_key=key,
+                    summary=f"{title}: {lead.fields.get('name') or lead.email}",
+                    description=_describe_lead(lead),
+                    attendee_email=lead.email,
+                ),
+            )
+            if outcome.status == "success":
+                await record_lead(
+                    ctx.store, ctx.run.conversation_id, LeadFields(), ctx.run, agent, booked=True
+                )
+            return integration_result(outcome)
+
+        return schedule
+
+    return make
+
+
+def _schedule_def(tool: str, title: str) -> ToolDef:
+    return ToolDef(
+        tool,
+        f"Book a {title.lower()} in the team's calendar: without `start`, get free slots to "
+        "offer; with the slot the visitor chose, book it.",
+        ScheduleArgs,
+        _schedule(tool, title),
+    )
+
+
+BUSINESS_TOOLS: dict[str, ToolDef] = {
+    tool.name: tool
+    for tool in (
+        ToolDef(
+            "create_project_lead",
+            "Record a web project on the visitor's lead and add it to the CRM.",
+            ProjectLeadArgs,
+            _create_lead("web_development", lambda a: a["description"]),
+        ),
+        ToolDef(
+            "create_marketing_lead",
+            "Record a marketing project on the visitor's lead and add it to the CRM.",
+            MarketingLeadArgs,
+            _create_lead("digital_marketing", lambda a: a["goals"]),
+        ),
+        ToolDef(
+            "sync_lead_to_crm",
+            "Create or update the visitor's contact and deal in the CRM.",
+            NoArgs,
+            _sync_lead_to_crm,
+        ),
+        ToolDef(
+            "send_marketing_proposal",
+            "Email a marketing proposal to the visitor's own address on their lead.",
+            ProposalArgs,
+            _send_marketing_proposal,
+        ),
+        ToolDef(
+            "send_qualification_notification",
+            "Notify the sales team's inbox about this lead.",
+            NoArgs,
+            _send_qualification_notification,
+        ),
+        _schedule_def("schedule_technical_consultation", "Technical consultation"),
+        _schedule_def("schedule_strategy_session", "Strategy session"),
+        _schedule_def("schedule_qualification_call", "Qualification call"),
+    )
+}

@@ -1,0 +1,1 @@
+"""Outbound webhooks: signed JSON deliveries of run outcomes to operators' URLs."""

@@ -1,0 +1,267 @@
+"""The agents' CRM, email and calendar tools: skipped when not configured, and each
+side effect exactly once with the vendors configured (respx plays their APIs), also
+when a turn is repeated and across a restart."""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.config import Settings
+from tests.events import collect_sse
+from tests.inprocess import engine, turn
+
+HUBSPOT = "https://api.hubapi.com"
+SENDGRID = "https://api.sendgrid.com"
+GOOGLE = "https://www.googleapis.com"
+TOKEN_URI = "https://oauth2.googleapis.com/token"
+CALENDAR = "team@example.com"
+BOOK_A_CALL = "Hi, I'm Dana Smith (dana@example.com). Can we book a call with your team?"
+
+
+def finished(events: list, tool: str) -> list:
+    return [e for e in events if e.type == "tool.finished" and e.tool == tool]
+
+
+async def test_unconfigured_services_are_skipped_and_the_visitor_is_told(
+    client: httpx.AsyncClient,
+) -> None:
+    events = await collect_sse(
+        client,
+        "POST",
+        "/api/chat/stream",
+        json={
+            "message": "I need SEO for my bakery, budget 3k, email ann@example.com. Book a call?"
+        },
+    )
+    assert events[-1]["type"] == "run.completed"
+    business = [
+        e
+        for e in events
+        if e["type"] == "tool.finished" and e["tool"].startswith(("create_", "schedule_"))
+    ]
+    assert {e["tool"] for e in business} == {"create_marketing_lead", "schedule_strategy_session"}
+    assert all((e["status"], e["reason"]) == ("skipped", "not_configured") for e in business)
+    final = [e for e in events if e["type"] == "message.completed"][-1]["content"]
+    assert "our team will email you at ann@example.com" in final
+
+    health = (await client.get("/health")).json()
+    assert {health[s]["status"] for s in ("hubspot", "sendgrid", "google_calendar")} == {
+        "not_configured"
+    }
+    logs = (
+        await client.get(
+            "/api/agents/logs",
+            params={
+                "conversation_id": events[0]["conversation_id"],
+                "action": "tool_execution:schedule_strategy_session",
+            },
+        )
+    ).json()
+    assert logs["total"] == 1 and logs["items"][0]["status"] == "skipped"
+
+
+@pytest.fixture
+def configured(tmp_path: Path) -> Settings:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account",
+        "client_email": "parley@example.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": TOKEN_URI,
+    }
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        crm_api_key="hubspot-token",
+        email_api_key="sendgrid-key",
+        email_from="hello@example.com",
+        sales_inbox="sales@example.com",
+        calendar_api_key=json.dumps(account),
+        google_calendar_id=CALENDAR,
+        business_days="0,1,2,3,4,5,6",
+        business_hours_start="00:00",
+        business_hours_end="23:59",
+        meeting_min_notice_minutes=0,
+    )
+
+
+def vendor_routes(mock: respx.MockRouter) -> dict[str, respx.Route]:
+    events_path = f"{GOOGLE}/calendar/v3/calendars/{CALENDAR}/events"
+
+    def inserted(request: httpx.Request) -> httpx.Response:
+        event = json.loads(request.content)
+        return httpx.Response(200, json={**event, "htmlLink": "https://calendar.example/e"})
+
+    return {
+        "contact": mock.post(f"{HUBSPOT}/crm/v3/objects/contacts/batch/upsert").respond(
+            200, json={"status": "COMPLETE", "results": [{"id": "101", "new": True}]}
+        ),
+        "deal": mock.post(f"{HUBSPOT}/crm/v3/objects/deals").respond(
+            201, json={"id": "201", "properties": {}}
+        ),
+        "association": mock.put(
+            f"{HUBSPOT}/crm/v4/objects/deals/201/associations/default/contacts/101"
+        ).respond(200, json={}),
+        "mail": mock.post(f"{SENDGRID}/v3/mail/send").respond(202, headers={"X-Message-Id": "m-1"}),
+        "token": mock.post(TOKEN_URI).respond(
+            200, json={"access_token": "ya29.test", "expires_in": 3600, "token_type": "Bearer"}
+        ),
+        "freebusy": mock.post(f"{GOOGLE}/calendar/v3/freeBusy").respond(
+            200, json={"calendars": {CALENDAR: {"busy": []}}}
+        ),
+        "insert": mock.post(events_path).mock(side_effect=inserted),
+    }
+
+
+async def test_each_side_effect_happens_once_across_repeats_and_a_restart(
+    configured: Settings,
+) -> None:
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        async with engine(configured) as runs:
+            first = await turn(runs, BOOK_A_CALL)
+            conversation_id = first[0].conversation_id
+            assert [e.to for e in first if e.type == "handoff"] == ["lead_qualification"]
+            for tool in ("sync_lead_to_crm", "send_qualification_notification"):
+                [done] = finished(first, tool)
+                assert done.status == "success", done.result
+            [offered] = finished(first, "schedule_qualification_call")
+            assert offered.status == "success" and offered.result["data"]["slots"]
+
+            # The same turn again: the ledger answers, nothing is sent twice.
+            again = await turn(runs, BOOK_A_CALL, conversation_id)
+            for tool in ("sync_lead_to_crm", "send_qualification_notification"):
+                [done] = finished(again, tool)
+                assert done.status == "success" and done.result["data"]["already_done"]
+
+            booked = await turn(runs, "The first one works", conversation_id)
+            [booking] = finished(booked, "schedule_qualification_call")
+            assert booking.status == "success", booking.result
+            assert booking.result["data"]["event_id"]
+            lead = [e for e in booked if e.type == "lead.updated"][-1]
+            assert lead.stage == "booked"
+            final = [e for e in booked if e.type == "message.completed"][-1].content
+            assert "Your call is booked for" in final
+
+        # A restart between attempts: a new process with the same store.
+        async with engine(configured) as runs:
+            repeated = await turn(runs, "The first one works", conversation_id)
+            [booking_again] = finished(repeated, "schedule_qualification_call")
+            assert booking_again.result["data"]["already_done"]
+
+        assert routes["contact"].call_count == 1
+        assert routes["deal"].call_count == 1
+        assert routes["association"].call_count == 1
+        assert routes["mail"].call_count == 1
+        assert routes["insert"].call_count == 1
+        mail = json.loads(routes["mail"].calls[0].request.content)
+        assert mail["personalizations"][0]["to"] == [{"email": "sales@example.com"}]
+        assert [c["type"] for c in mail["content"]] == ["text/plain", "text/html"]
+        event = json.loads(routes["insert"].calls[0].request.content)
+        assert datetime.fromisoformat(event["start"]["dateTime"]).tzinfo is not None
+        contact = json.loads(routes["contact"].calls[0].request.content)
+        assert contact["inputs"][0]["id"] == "dana@example.com"
+
+
+async def test_a_vendor_that_is_down_does_not_stop_the_conversation(
+    configured: Settings,
+) -> None:
+    settings = configured.model_copy(
+        update={"integration_breaker_failures": 1, "integration_max_attempts": 2}
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        routes["contact"].respond(503, json={"message": "down"})
+        async with engine(settings) as runs:
+            events = await turn(runs, BOOK_A_CALL)
+            assert events[-1].type == "run.completed"
+            [sync] = finished(events, "sync_lead_to_crm")
+            assert sync.status == "error"
+            health = runs.engine.group.integrations.health()["hubspot"]
+            assert health.status == "error" and health.circuit == "open"
+            # The circuit is open: the next attempt is skipped without calling HubSpot.
+            calls = routes["contact"].call_count
+            retry = await turn(
+                runs, "Please add me to your CRM and book a call", events[0].conversation_id
+            )
+            assert retry[-1].type == "run.completed"
+            [skipped] = finished(retry, "sync_lead_to_crm")
+            assert (skipped.status, skipped.reason) == ("skipped", "circuit_open")
+            assert routes["contact"].call_count == calls
+
+
+async def _until_approval(runs, run_id: str) -> tuple[list, str]:
+    """Follow a run until it asks for an approval; the events so far and its id."""
+    seen = []
+    async for event in runs.follow(run_id):
+        seen.append(event)
+        if event.type == "approval.requested":
+            return seen, event.approval_id
+    raise AssertionError(f"no approval was requested: {[e.type for e in seen]}")
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_an_approval_gates_the_tool(configured: Settings, approved: bool) -> None:
+    settings = configured.model_copy(
+        update={"approval_required_tools": ["send_qualification_notification"]}
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        async with engine(settings) as runs:
+            run = await runs.submit(BOOK_A_CALL)
+            before, approval_id = await _until_approval(runs, run.id)
+            assert routes["mail"].call_count == 0
+            assert [e.tool for e in before if e.type == "tool.started"][-1] == (
+                "send_qualification_notification"
+            )
+            pending = await runs.store.list_approvals(status="pending")
+            assert [a.id for a in pending] == [approval_id]
+
+            _, live = await runs.engine.group.approvals.decide(approval_id, approved, "ops")
+            assert live
+            events = [e async for e in runs.follow(run.id)]
+    assert events[-1].type == "run.completed"
+    [resolved] = [e for e in events if e.type == "approval.resolved"]
+    assert resolved.approved is approved
+    [notification] = finished(events, "send_qualification_notification")
+    final = [e for e in events if e.type == "message.completed"][-1].content
+    if approved:
+        assert notification.status == "success"
+        assert routes["mail"].call_count == 1
+    else:
+        assert (notification.status, notification.reason) == ("skipped", "rejected")
+        assert routes["mail"].call_count == 0
+        assert "it was not approved" in final
+
+
+async def test_an_approval_survives_a_restart(configured: Settings) -> None:
+    settings = configured.model_copy(
+        update={"approval_required_tools": ["send_qualification_notification"]}
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        async with engine(settings) as runs:
+            run = await runs.submit(BOOK_A_CALL)
+            _, approval_id = await _until_approval(runs, run.id)
+        # The server went down while the reply waited; the decision comes afterwards.
+        async with engine(settings) as runs:
+            approval, live = await runs.engine.group.approvals.decide(approval_id, True, "ops")
+            assert not live and approval.status == "approved"
+            resumed = await runs.resume_approval(approval)
+            events = [e async for e in runs.follow(resumed.id)]
+    assert events[-1].type == "run.completed", [e.type for e in events]
+    assert [e.type for e in events][:2] == ["run.started", "approval.resolved"]
+    [notification] = finished(events, "send_qualification_notification")
+    assert notification.status == "success"
+    assert routes["mail"].call_count == 1
