@@ -81,6 +81,7 @@ async def test_shop_scenario_over_sse(client: httpx.AsyncClient) -> None:
     )
     body = reply.json()
     assert body["agent"] == "web_development"
+    assert [m["agent"] for m in body["messages"]] == ["web_development"]
     assert body["lead"]["score"] == SHOP_SCORE + 5
     assert body["lead"]["stage"] == "qualified"
     assert "Dana Smith" in body["content"] and "dana@example.com" in body["content"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.engine.events import MessageCompleted, MessageDelta, RunStarted
+from app.engine.events import MessageCompleted, MessageDelta, RunStarted, ToolStarted
 from app.engine.replay import ReplyDraft, durable, replay
 from app.llm.offline_rules import VisitorFacts, offline_reply
 
@@ -19,8 +19,7 @@ def _run_with_deltas(pieces: list[str]) -> tuple[list, str]:
     reply = ReplyDraft(message_id="m", agent="chat")
     for seq, piece in enumerate(pieces, start=2):
         reply.add(MessageDelta(seq=seq, agent="chat", message_id="m", delta=piece, **base))
-    coalesced = reply.coalesced()
-    assert coalesced is not None
+    [coalesced] = reply.coalesced()
     last = len(pieces) + 2
     done = MessageCompleted(seq=last, agent="chat", message_id="m", content=reply.text, **base)
     return [*rows, coalesced, durable(done)], reply.text
@@ -67,3 +66,22 @@ def test_every_setting_is_documented_in_env_example() -> None:
     )
     fields = {name.upper() for name in Settings.model_fields}
     assert fields == documented
+
+
+def test_replay_keeps_text_and_tool_events_in_order() -> None:
+    base = {"run_id": "r", "conversation_id": "c", "agent": "chat", "message_id": "m"}
+    reply = ReplyDraft(message_id="m", agent="chat")
+    reply.add(MessageDelta(seq=1, delta="Let me ", **base))
+    reply.add(MessageDelta(seq=2, delta="check. ", **base))
+    tool = ToolStarted(seq=3, tool_call_id="t", tool="recall", **base)
+    reply.interrupted = True  # what the run does when it publishes the tool event
+    reply.add(MessageDelta(seq=4, delta="Done.", **base))
+    rows = sorted([*reply.coalesced(), durable(tool)], key=lambda r: r.seq)
+    events = replay(rows, 0)
+    assert [(e.type, getattr(e, "delta", None)) for e in events] == [
+        ("message.delta", "Let me check. "),
+        ("tool.started", None),
+        ("message.delta", "Done."),
+    ]
+    resumed = replay([r for r in rows if r.seq > 1], 1)
+    assert "".join(e.delta for e in resumed if e.type == "message.delta") == "check. Done."

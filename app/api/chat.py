@@ -3,7 +3,7 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from app.api import protocols
@@ -29,6 +29,11 @@ class ChatReply(BaseModel):
     status: Literal["completed", "stopped"]
     lead: dict[str, Any] | None = None
     events_url: str
+    messages: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every agent message of the turn (several when agents hand over); "
+        "`content` above is the last one.",
+    )
 
 
 class StopReply(BaseModel):
@@ -55,13 +60,14 @@ async def submit(services: Services, body: ChatRequest) -> Run:
 async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
     """One turn, answered as JSON once the reply is complete."""
     run = await submit(services, body)
-    final: MessageCompleted | None = None
+    replies: list[MessageCompleted] = []
     async for event in services.runs.follow(run.id):
         if isinstance(event, MessageCompleted):
-            final = event
+            replies.append(event)
         elif isinstance(event, RunFailed):
             status = LLM_ERROR_STATUS.get(event.error.code, 502)
             raise ApiError(status, event.error.code, event.error.message)
+    final = replies[-1] if replies else None
     lead = await services.store.get_lead_for_conversation(run.conversation_id)
     return ChatReply(
         conversation_id=run.conversation_id,
@@ -72,6 +78,10 @@ async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
         status="stopped" if run.status == "stopped" else "completed",
         lead={"id": lead.id, "score": lead.score, "stage": lead.stage} if lead else None,
         events_url=events_url(run),
+        messages=[
+            {"message_id": r.message_id, "agent": r.agent, "content": r.content, "status": r.status}
+            for r in replies
+        ],
     )
 
 

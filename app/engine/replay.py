@@ -1,9 +1,9 @@
 """Durable form of a run's events, and its replay after a given sequence number.
 
-The store keeps no per-token rows: each reply's deltas are written as one
-`message.delta` row (at the seq of its last delta) with the character offset at
-which every original delta ended, so a replay after any seq resumes mid-reply
-without a gap or a repeated character.
+The store keeps no per-token rows: each unbroken run of a reply's deltas is written
+as one `message.delta` row (at the seq of its last delta) with the character offset at
+which every original delta ended, so a replay after any seq resumes mid-reply without
+a gap or a repeated character, and text stays in order with the events between it.
 """
 
 from dataclasses import dataclass, field
@@ -14,36 +14,54 @@ from app.store.models import StoredEvent
 
 
 @dataclass
+class DeltaSegment:
+    """Deltas of one reply with no other event between them."""
+
+    first: MessageDelta
+    offsets: list[tuple[int, int]] = field(default_factory=list)  # (seq, end in segment)
+    length: int = 0
+
+
+@dataclass
 class ReplyDraft:
-    """An agent's reply as it streams: its text and where each delta ended."""
+    """An agent's reply as it streams: its text, and where each delta ended."""
 
     message_id: str
     agent: str
     parts: list[str] = field(default_factory=list)
-    offsets: list[tuple[int, int]] = field(default_factory=list)  # (seq, end offset)
-    length: int = 0
+    segments: list[DeltaSegment] = field(default_factory=list)
     status: str | None = None  # None while the reply is still being written
-    first_delta: MessageDelta | None = None
+    interrupted: bool = False  # another event came after the last delta
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
     def add(self, event: MessageDelta) -> None:
-        if self.first_delta is None:
-            self.first_delta = event
+        if not self.segments or self.interrupted:
+            self.segments.append(DeltaSegment(first=event))
+            self.interrupted = False
+        segment = self.segments[-1]
         self.parts.append(event.delta)
-        self.length += len(event.delta)
-        self.offsets.append((event.seq, self.length))
+        segment.length += len(event.delta)
+        segment.offsets.append((event.seq, segment.length))
 
-    def coalesced(self) -> StoredEvent | None:
-        """The one durable row standing for all of this reply's deltas."""
-        if self.first_delta is None:
-            return None
-        last_seq = self.offsets[-1][0]
-        data = self.first_delta.model_dump(mode="json", by_alias=True, exclude_none=True)
-        data.update(seq=last_seq, delta=self.text, offsets=[list(o) for o in self.offsets])
-        return StoredEvent(seq=last_seq, type="message.delta", data=data)
+    def coalesced(self) -> list[StoredEvent]:
+        """The durable rows standing for this reply's deltas: one per segment, at the seq
+        of its last delta, so that a replay keeps the order of text and other events."""
+        rows, position = [], 0
+        text = self.text
+        for segment in self.segments:
+            last_seq = segment.offsets[-1][0]
+            data = segment.first.model_dump(mode="json", by_alias=True, exclude_none=True)
+            data.update(
+                seq=last_seq,
+                delta=text[position : position + segment.length],
+                offsets=[list(o) for o in segment.offsets],
+            )
+            rows.append(StoredEvent(seq=last_seq, type="message.delta", data=data))
+            position += segment.length
+        return rows
 
 
 def durable(event: Event) -> StoredEvent:

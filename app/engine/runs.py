@@ -110,6 +110,8 @@ class Run:
         self.last_emit_at = time.monotonic()
         if event.type not in ("message.delta", "heartbeat"):
             self.durable_events.append(durable(event))
+            for reply in self.replies:
+                reply.interrupted = True
         await self._bus.publish(event)
 
     async def emit(self, event_type: type[Event], **fields: Any) -> Event:
@@ -184,29 +186,34 @@ class RunManager:
         """Close the runs a previous process left unfinished, so that no stream hangs
         (runs another live replica executes are left alone)."""
         for record in await self.store.list_unfinished_runs():
-            if await self.bus.is_claimed(record.id):
-                continue
-            live = await self.bus.events_so_far(record.id)
-            stored = await self.store.list_run_events(record.id)
-            seq = max((e.seq for e in [*stored, *live]), default=0)
-            error = ErrorInfo(
-                code="server_restarted",
-                message="The server restarted during this reply; please send the message again.",
-            )
-            event = RunFailed(
-                run_id=record.id, conversation_id=record.conversation_id, seq=seq + 1, error=error
-            )
-            await self.store.finish_run(
-                record.id,
-                RunOutcome(
-                    status="failed",
-                    error_code=error.code,
-                    error_message=error.message,
-                    events=[durable(event)],
-                ),
-            )
-            if live:  # followers on other replicas are waiting for its end
-                await self.bus.publish(event)
+            if not await self.bus.is_claimed(record.id):
+                await self._close_abandoned(record)
+
+    async def _close_abandoned(self, record: RunRecord) -> RunFailed:
+        """End a run whose server process is gone: run.failed (server_restarted), saved,
+        and published where followers on other replicas may be waiting for its end."""
+        live = await self.bus.events_so_far(record.id)
+        stored = await self.store.list_run_events(record.id)
+        seq = max((e.seq for e in [*stored, *live]), default=0)
+        error = ErrorInfo(
+            code="server_restarted",
+            message="The server restarted during this reply; please send the message again.",
+        )
+        event = RunFailed(
+            run_id=record.id, conversation_id=record.conversation_id, seq=seq + 1, error=error
+        )
+        await self.store.finish_run(
+            record.id,
+            RunOutcome(
+                status="failed",
+                error_code=error.code,
+                error_message=error.message,
+                events=[durable(event)],
+            ),
+        )
+        if live:
+            await self.bus.publish(event)
+        return event
 
     async def shutdown(self) -> None:
         """Stop every running turn, keeping partial replies, and wait for them to be saved."""
@@ -498,7 +505,7 @@ class RunManager:
         terminal, outcome = ending
         run.status = outcome.status
         outcome.events = [*run.durable_events, durable(terminal)]
-        outcome.events += [d for r in run.replies if (d := r.coalesced()) is not None]
+        outcome.events += [row for reply in run.replies for row in reply.coalesced()]
         outcome.events.sort(key=lambda e: e.seq)
         outcome.messages = [
             StoredMessage(
@@ -600,17 +607,28 @@ class RunManager:
     async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AnyEvent]:
         """Every event of the run after `after_seq`: live from the bus while it is
         held there, else replayed from the store."""
-        if run_id in self.active or await self.bus.has_run(run_id):
-            async for event in self.bus.follow(run_id, after_seq):
-                yield event  # type: ignore[misc]
-            return
-        record = await self.store.get_run(run_id)
-        if record is None:
+        live = run_id in self.active or await self.bus.has_run(run_id)
+        record = None if live else await self.store.get_run(run_id)
+        if not live and record is None:
             raise RunNotFound(run_id)
-        if record.status in ("queued", "running") and await self.bus.is_claimed(run_id):
+        if live or (
             # Another replica executes it and has published nothing yet.
+            record is not None
+            and record.status in ("queued", "running")
+            and await self.bus.is_claimed(run_id)
+        ):
             async for event in self.bus.follow(run_id, after_seq):
                 yield event  # type: ignore[misc]
+                if event.is_terminal:
+                    return
+            # The log ended without its terminal event: the replica executing the run
+            # died. Close the run, so that this client and the next get an ending.
+            record = await self.store.get_run(run_id)
+            if record is not None and record.status in ("queued", "running"):
+                if not await self.bus.is_claimed(run_id):
+                    ending = await self._close_abandoned(record)
+                    if ending.seq > after_seq:
+                        yield ending
             return
         for event in replay(await self.store.list_run_events(run_id, after_seq), after_seq):
             yield event
