@@ -177,15 +177,7 @@ class SQLiteStore:
             )
             for message in outcome.messages:
                 await self._insert_message(db, message)
-            await db.executemany(
-                "INSERT INTO agent_states (conversation_id, agent, state, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id, agent) "
-                "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                [
-                    (run.conversation_id, agent, state, now)
-                    for agent, state in outcome.agent_states.items()
-                ],
-            )
+            await self._upsert_states(db, run.conversation_id, outcome.agent_states, now)
             if outcome.active_agent is not None:
                 await db.execute(
                     "UPDATE conversations SET active_agent = ?, updated_at = ? WHERE id = ?",
@@ -368,16 +360,9 @@ class SQLiteStore:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Lead], int]:
-        clauses, args = [], []
-        for clause, value in (
-            ("stage = ?", stage),
-            ("score >= ?", min_score),
-            ("created_at >= ?", created_since),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _where(
+            ("stage = ?", stage), ("score >= ?", min_score), ("created_at >= ?", created_since)
+        )
         async with self.db.execute(f"SELECT COUNT(*) FROM leads{where}", args) as cursor:
             total = (await cursor.fetchone())[0]
         async with self.db.execute(
@@ -466,17 +451,12 @@ class SQLiteStore:
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[AgentLog], int]:
-        clauses, args = [], []
-        for column, value in (
-            ("conversation_id", conversation_id),
-            ("agent", agent),
-            ("action", action),
-            ("status", status),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _where(
+            ("conversation_id = ?", conversation_id),
+            ("agent = ?", agent),
+            ("action = ?", action),
+            ("status = ?", status),
+        )
         async with self.db.execute(f"SELECT COUNT(*) FROM agent_logs{where}", args) as cursor:
             total = (await cursor.fetchone())[0]
         async with self.db.execute(
@@ -497,14 +477,19 @@ class SQLiteStore:
         return logs, total
 
     async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
-        now = time.time()
         async with self._transaction() as db:
-            await db.executemany(
-                "INSERT INTO agent_states (conversation_id, agent, state, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id, agent) "
-                "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                [(conversation_id, agent, state, now) for agent, state in states.items()],
-            )
+            await self._upsert_states(db, conversation_id, states, time.time())
+
+    @staticmethod
+    async def _upsert_states(
+        db: aiosqlite.Connection, conversation_id: str, states: dict[str, str], now: float
+    ) -> None:
+        await db.executemany(
+            "INSERT INTO agent_states (conversation_id, agent, state, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id, agent) "
+            "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            [(conversation_id, agent, state, now) for agent, state in states.items()],
+        )
 
     async def save_approval(self, approval: Approval) -> None:
         async with self._transaction() as db:
@@ -535,12 +520,7 @@ class SQLiteStore:
     async def list_approvals(
         self, status: str | None = None, conversation_id: str | None = None
     ) -> list[Approval]:
-        clauses, args = [], []
-        for column, value in (("status", status), ("conversation_id", conversation_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _where(("status = ?", status), ("conversation_id = ?", conversation_id))
         async with self.db.execute(
             f"SELECT * FROM approvals{where} ORDER BY created_at", args
         ) as cursor:
@@ -689,6 +669,13 @@ class SQLiteStore:
                 (key, time.time()),
             )
         return cursor.rowcount > 0
+
+
+def _where(*filters: tuple[str, object]) -> tuple[str, list[object]]:
+    """A WHERE clause of the filters whose value is given, and its arguments."""
+    given = [(clause, value) for clause, value in filters if value is not None]
+    where = " WHERE " + " AND ".join(clause for clause, _ in given) if given else ""
+    return where, [value for _, value in given]
 
 
 def _conversation(row: aiosqlite.Row) -> Conversation:
