@@ -1,9 +1,11 @@
 """create_app(settings): the one place where the server's parts are wired together."""
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import agentscope
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,11 +20,14 @@ from app.api import (
     leads,
     live_view,
     pages,
+    privacy,
     webhooks,
 )
+from app.api import metrics as metrics_api
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
+from app.api.shutdown import GracefulShutdown
 from app.bus import open_bus
 from app.config import Settings
 from app.engine.group import Group
@@ -30,7 +35,13 @@ from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
 from app.integrations.setup import build_integrations
 from app.llm.factory import create_provider
+from app.observability.logs import log_finished_run
+from app.observability.metrics import Metrics
+from app.security import Security, cors_origins
+from app.security.body_limit import BodySizeLimit
+from app.security.limits import Limits
 from app.store import create_store
+from app.store.retention import start_retention
 from app.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("app")
@@ -38,6 +49,8 @@ log = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # AgentScope gives every streamed event an id; uuid4 is the costly part of that.
+    agentscope.set_id_factory(lambda: os.urandom(16).hex())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +68,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher = WebhookDispatcher(settings, store, http)
         runs.listeners.append(dispatcher.on_run_finished)
         await dispatcher.start()
+        metrics = Metrics()
+        metrics.watch(runs)
+        runs.listeners.append(log_finished_run)
+        limits = Limits.from_settings(
+            settings,
+            on_reject=lambda limit: metrics.rate_limited.labels(limit).inc(),
+            on_stream=lambda transport, change: metrics.open_streams.labels(transport).inc(change),
+        )
+        runs.listeners.append(limits.on_run_finished)
+        shutdown = GracefulShutdown(runs, limits, settings.shutdown_grace_seconds)
+        shutdown.install()
+        retention = start_retention(store, settings.retention_days)
+        security = Security(settings, http)
+        log.info("operator auth: %s", security.operators.mode)
+        if settings.redis_url and not settings.visitor_token_secret:
+            log.warning(
+                "REDIS_URL is set but VISITOR_TOKEN_SECRET is not: give every replica the "
+                "same VISITOR_TOKEN_SECRET, or a conversation token works on one replica only"
+            )
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -66,11 +98,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runs=runs,
             integrations=integrations,
             webhooks=dispatcher,
+            security=security,
+            limits=limits,
+            metrics=metrics,
         )
         try:
             yield
         finally:
-            await runs.shutdown()
+            shutdown.uninstall()
+            if retention is not None:
+                retention.cancel()
+            await runs.shutdown(grace=settings.shutdown_grace_seconds)
+            await limits.close()
             await dispatcher.stop()
             await integrations.aclose()
             await bus.close()
@@ -84,12 +123,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "of AgentScope agents over SSE and WebSocket.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.cors_origins,
+        allow_origins=cors_origins(settings),
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "X-Run-ID", "X-Conversation-ID"],
+        expose_headers=["X-Request-ID", "X-Run-ID", "X-Conversation-ID", "X-Conversation-Token"],
     )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
@@ -104,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         pages.router,
         webhooks.router,
+        privacy.router,
+        metrics_api.router,
     ):
         app.include_router(router)
     return app

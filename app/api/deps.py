@@ -13,6 +13,9 @@ from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl
 from app.integrations.setup import Integrations
 from app.llm.factory import LLMProvider
+from app.observability.metrics import Metrics
+from app.security import Security
+from app.security.limits import Limits
 from app.store import Store
 from app.webhooks.dispatcher import WebhookDispatcher
 
@@ -29,9 +32,13 @@ class Services:
     runs: RunManager
     integrations: Integrations
     webhooks: WebhookDispatcher
+    security: Security
+    limits: Limits
+    metrics: Metrics
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain-def dependency in its thread pool, for every request.
     return request.app.state.services
 
 

@@ -12,16 +12,16 @@ class RunLog:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.closed = False
-        self._appended = asyncio.Event()
+        self._appended: asyncio.Event | None = None  # made only when a follower waits
 
     def append(self, event: Event) -> None:
         self.events.append(event)
         if event.is_terminal:
             self.closed = True
-        # Swap the waker so that followers waiting now wake once, and later
-        # waiters block on a fresh one.
-        appended, self._appended = self._appended, asyncio.Event()
-        appended.set()
+        # Wake the followers waiting now; later waiters make a fresh waker.
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
 
     async def follow(self, after_seq: int) -> AsyncIterator[Event]:
         index = max(after_seq, 0)
@@ -32,6 +32,8 @@ class RunLog:
                 yield event
             if self.closed:
                 return
+            if self._appended is None:
+                self._appended = asyncio.Event()
             await self._appended.wait()
 
 

@@ -24,6 +24,7 @@ from app.engine.tool_base import (
     ToolFunction,
     ToolRefused,
     TurnContext,
+    current_turn,
     integration_result,
 )
 from app.integrations.result import IntegrationResult
@@ -167,8 +168,9 @@ class ScheduleArgs(BaseModel):
 def _create_lead(service: str, need_of: Callable[[dict], str]) -> Callable:
     tool = f"create_{'project' if service == 'web_development' else 'marketing'}_lead"
 
-    def make(ctx: TurnContext, agent: str) -> ToolFunction:
+    def make(agent: str) -> ToolFunction:
         async def create_lead(**args: Any) -> ToolChunk:
+            ctx = current_turn()
             fields = LeadFields(
                 need=need_of(args)[:500],
                 service=service,  # type: ignore[arg-type]
@@ -191,16 +193,18 @@ def _create_lead(service: str, need_of: Callable[[dict], str]) -> Callable:
     return make
 
 
-def _sync_lead_to_crm(ctx: TurnContext, agent: str) -> ToolFunction:
+def _sync_lead_to_crm(agent: str) -> ToolFunction:
     async def sync_lead_to_crm() -> ToolChunk:
+        ctx = current_turn()
         lead = await _lead_with_email(ctx)
         return integration_result(await _sync_to_crm(ctx, "sync_lead_to_crm", lead))
 
     return sync_lead_to_crm
 
 
-def _send_marketing_proposal(ctx: TurnContext, agent: str) -> ToolFunction:
+def _send_marketing_proposal(agent: str) -> ToolFunction:
     async def send_marketing_proposal(summary: str) -> ToolChunk:
+        ctx = current_turn()
         lead = await _lead_with_email(ctx)  # proposals go to the lead's own address only
         body = f"Hello {lead.fields.get('name', '')},\n\n{summary}\n\nBest regards"
         outcome = await once(
@@ -220,8 +224,9 @@ def _send_marketing_proposal(ctx: TurnContext, agent: str) -> ToolFunction:
     return send_marketing_proposal
 
 
-def _send_qualification_notification(ctx: TurnContext, agent: str) -> ToolFunction:
+def _send_qualification_notification(agent: str) -> ToolFunction:
     async def send_qualification_notification() -> ToolChunk:
+        ctx = current_turn()
         lead = await _lead(ctx)
         if lead is None:
             raise ToolRefused("There is no lead yet: record the visitor's details first.")
@@ -243,8 +248,9 @@ def _send_qualification_notification(ctx: TurnContext, agent: str) -> ToolFuncti
 
 
 def _schedule(tool: str, title: str) -> Callable:
-    def make(ctx: TurnContext, agent: str) -> ToolFunction:
+    def make(agent: str) -> ToolFunction:
         async def schedule(start: str | None = None) -> ToolChunk:
+            ctx = current_turn()
             calendar = ctx.integrations.calendar
             if start is None:
                 return integration_result(await calendar.find_free_slots())

@@ -8,12 +8,13 @@ is shared by all of them.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agentscope.agent import Agent, InjectionConfig, ReActConfig
+from agentscope.agent import Agent, ContextConfig, InjectionConfig, ReActConfig
 from agentscope.event import RequireUserConfirmEvent, UserConfirmResultEvent
 from agentscope.message import Msg, TextBlock, UserMsg
 from agentscope.state import AgentState
+from agentscope.tool import Toolkit
 from pydantic import ValidationError
 
 from app.agents import AGENTS, DEFAULT_AGENT, AgentSpec
@@ -22,7 +23,7 @@ from app.engine.approvals import ApprovalDesk, resumption
 from app.engine.events import AgentStarted, ApprovalResolved, ErrorInfo, Handoff
 from app.engine.memory import SharedMemory
 from app.engine.runs import Run
-from app.engine.tool_base import TurnContext
+from app.engine.tool_base import CURRENT_TURN, TurnContext
 from app.engine.tools import build_toolkit
 from app.engine.translate import AgentReplyError, AgentStreamTranslator
 from app.integrations.setup import Integrations
@@ -49,38 +50,49 @@ def hint(text: str) -> Msg:
 
 
 class MessageHub:
-    """Participants that share what they say."""
+    """Participants that share what they say. A participant is an agent's memory (its
+    AgentScope state): hearing a text message is appending it there, which is what
+    `Agent.observe` does for text, so agents that do not speak in a run are never built."""
 
-    def __init__(self, participants: dict[str, Agent], announcement: Msg | None = None) -> None:
+    def __init__(
+        self, participants: dict[str, AgentState], announcement: Msg | None = None
+    ) -> None:
         self.participants = dict(participants)
         self.announcement = announcement
 
-    async def announce(self) -> None:
+    def announce(self) -> None:
         if self.announcement is not None:
-            await self.broadcast(self.announcement)
+            self.broadcast(self.announcement)
 
-    def add(self, agent: Agent) -> None:
-        self.participants[agent.name] = agent
+    def add(self, name: str, state: AgentState) -> None:
+        self.participants[name] = state
 
     def remove(self, name: str) -> None:
         self.participants.pop(name, None)
 
-    async def broadcast(self, msg: Msg, exclude: str | None = None) -> None:
+    def tell(self, name: str, msg: Msg) -> None:
+        """One participant hears a message."""
+        if (state := self.participants.get(name)) is not None:
+            state.context.append(msg.model_copy(deep=True))
+
+    def broadcast(self, msg: Msg, exclude: str | None = None) -> None:
         heard = text_only(msg) if msg.role == "assistant" else msg
         if heard is None:
             return
-        for name, agent in self.participants.items():
+        for name in self.participants:
             if name != exclude:
-                await agent.observe(heard)
+                self.tell(name, heard)
 
 
 @dataclass
 class Team:
-    """The agents of one run, their hub and the tools' shared context."""
+    """The participants of one run, their hub, the tools' shared context, and the agents
+    built so far (an agent is built when it first replies)."""
 
-    agents: dict[str, Agent]
     hub: MessageHub
     ctx: TurnContext
+    handoffs: bool
+    agents: dict[str, Agent] = field(default_factory=dict)
 
 
 def announcement(specs: list[AgentSpec]) -> Msg:
@@ -102,15 +114,22 @@ class Group:
         self.integrations = integrations
         self.needs_approval = frozenset(settings.approval_required_tools)
         self.approvals = ApprovalDesk(store, settings.approval_timeout_seconds)
+        self._toolkits: dict[tuple[str, bool], Toolkit] = {}
+
+    def toolkit(self, spec: AgentSpec, handoffs: bool) -> Toolkit:
+        key = (spec.name, handoffs)
+        if key not in self._toolkits:
+            self._toolkits[key] = build_toolkit(spec, handoffs, self.needs_approval)
+        return self._toolkits[key]
 
     def build_agent(
-        self, spec: AgentSpec, state: AgentState | None, ctx: TurnContext, handoffs: bool = True
+        self, spec: AgentSpec, state: AgentState | None, handoffs: bool = True
     ) -> Agent:
         return Agent(
             name=spec.name,
             system_prompt=spec.prompt,
             model=self.provider.model,
-            toolkit=build_toolkit(spec, ctx, handoffs, self.needs_approval),
+            toolkit=self.toolkit(spec, handoffs),
             state=state,
             react_config=ReActConfig(
                 max_iters=self.settings.agent_max_iters,
@@ -119,6 +138,13 @@ class Group:
                 interruption_raise_cancelled_error=True,
             ),
             injection_config=InjectionConfig(inject_runtime_state=False),
+            # Past CONTEXT_TRIGGER_RATIO of the model's context size (OLLAMA_NUM_CTX or
+            # LLM_CONTEXT_SIZE), older turns are summarised, or dropped if that fails,
+            # so a long conversation never overflows the model's context.
+            context_config=ContextConfig(
+                trigger_ratio=self.settings.context_trigger_ratio,
+                compression_fallback_to_truncation=True,
+            ),
         )
 
     async def load_state(self, conversation_id: str, agent: str) -> AgentState | None:
@@ -140,27 +166,32 @@ class Group:
             integrations=self.integrations,
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
         )
-        agents: dict[str, Agent] = {}
-        fresh = True
+        CURRENT_TURN.set(ctx)  # the tools of this run's agents work for this run
+        states: dict[str, AgentState] = {}
         for name in names:
-            state = await self.load_state(run.conversation_id, name)
-            fresh = fresh and state is None
-            agents[name] = self.build_agent(AGENTS[name], state, ctx, handoffs=handoffs)
-            run.agent_states[name] = agents[name].state
-        hub = MessageHub(agents, announcement([AGENTS[n] for n in names]))
-        if fresh:
-            await hub.announce()
-        await self._deliver_agent_messages(run.conversation_id, agents)
-        return Team(agents, hub, ctx)
+            states[name] = await self.load_state(run.conversation_id, name) or AgentState()
+            run.agent_states[name] = states[name]
+        hub = MessageHub(states, announcement([AGENTS[n] for n in names]))
+        if all(not state.context for state in states.values()):
+            hub.announce()
+        await self._deliver_agent_messages(run.conversation_id, hub)
+        return Team(hub, ctx, handoffs)
 
-    async def _deliver_agent_messages(self, conversation_id: str, agents: dict[str, Agent]) -> None:
+    def agent(self, team: Team, name: str) -> Agent:
+        if name not in team.agents:
+            state = team.hub.participants[name]
+            team.agents[name] = self.build_agent(AGENTS[name], state, team.handoffs)
+        return team.agents[name]
+
+    async def _deliver_agent_messages(self, conversation_id: str, hub: MessageHub) -> None:
         """Messages sent to an agent between runs reach it as a team note."""
         pending = await self.store.list_agent_messages(conversation_id, undelivered=True)
         delivered = []
         for message in pending:
-            if (receiver := agents.get(message.to_agent)) is not None:
-                await receiver.observe(
-                    hint(f"{message.kind} from {message.from_agent}: {message.content}")
+            if message.to_agent in hub.participants:
+                hub.tell(
+                    message.to_agent,
+                    hint(f"{message.kind} from {message.from_agent}: {message.content}"),
                 )
                 delivered.append(message.id)
         if delivered:
@@ -185,7 +216,7 @@ class Group:
         final: Msg | None = None
         while True:
             parked: RequireUserConfirmEvent | None = None
-            async for event in team.agents[name].reply_stream(inputs, yield_final_msg=True):
+            async for event in self.agent(team, name).reply_stream(inputs, yield_final_msg=True):
                 if isinstance(event, Msg):
                     final = event
                 elif isinstance(event, RequireUserConfirmEvent):
@@ -197,7 +228,7 @@ class Group:
             inputs = await self.approvals.ask(run, name, parked)
         await translator.finish()
         if final is not None and share:
-            await team.hub.broadcast(final, exclude=name)
+            team.hub.broadcast(final, exclude=name)
         return final
 
     async def run(self, run: Run) -> None:
@@ -217,7 +248,7 @@ class Group:
             if active not in AGENTS:
                 active = DEFAULT_AGENT
             inputs = UserMsg(name=VISITOR, content=run.message)
-            await team.hub.broadcast(inputs, exclude=active)
+            team.hub.broadcast(inputs, exclude=active)
         while True:
             await self.reply(run, team, active, inputs)
             handoff = team.ctx.take_handoff()

@@ -3,6 +3,7 @@ the shape of its result."""
 
 import json
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -41,14 +42,23 @@ class TurnContext:
         return handoff
 
 
+# Toolkits are built once per agent and shared by every run; a tool finds the run it
+# works for here (set in the run's task, inherited by the tool calls it makes).
+CURRENT_TURN: ContextVar[TurnContext] = ContextVar("current_turn")
+
+
+def current_turn() -> TurnContext:
+    return CURRENT_TURN.get()
+
+
 @dataclass(frozen=True)
 class ToolDef:
-    """A tool as agents see it, and how to make its function for one run and agent."""
+    """A tool as agents see it, and how to make its function for an agent."""
 
     name: str
     description: str
     args: type[BaseModel]
-    make: Callable[[TurnContext, str], ToolFunction]
+    make: Callable[[str], ToolFunction]
     concurrency_safe: bool = False
 
     @cached_property

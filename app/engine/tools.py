@@ -1,8 +1,8 @@
 """The tools agents call during a run: shared memory, the lead, handoffs, and (from
 business_tools) the CRM, email and calendar.
 
-Tools are built per run around a `TurnContext` (cheap closures over precomputed
-schemas). Every tool is a server-side tool with an explicit ALLOW, except those the
+Toolkits are built once per agent; a tool call reads the run it works for from
+`current_turn()`. Every tool is a server-side tool with an explicit ALLOW, except those the
 settings put behind an operator's approval (ASK).
 """
 
@@ -19,7 +19,7 @@ from app.engine.tool_base import (
     ToolDef,
     ToolFunction,
     ToolRefused,
-    TurnContext,
+    current_turn,
     describe_errors,
     result,
     schema_of,
@@ -44,23 +44,26 @@ class TransferArgs(BaseModel):
     reason: str = Field(description="Why this colleague fits the visitor's request better.")
 
 
-def _remember(ctx: TurnContext, agent: str) -> ToolFunction:
+def _remember(agent: str) -> ToolFunction:
     async def remember(key: str, value: str) -> ToolChunk:
+        ctx = current_turn()
         entry = await ctx.memory.remember(key, value, agent=agent)
         return result({"remembered": entry.key})
 
     return remember
 
 
-def _recall(ctx: TurnContext, agent: str) -> ToolFunction:
+def _recall(agent: str) -> ToolFunction:
     async def recall(key: str | None = None) -> ToolChunk:
+        ctx = current_turn()
         return result(await ctx.memory.recall(key))
 
     return recall
 
 
-def _update_lead(ctx: TurnContext, agent: str) -> ToolFunction:
+def _update_lead(agent: str) -> ToolFunction:
     async def update_lead(**fields: Any) -> ToolChunk:
+        ctx = current_turn()
         try:
             parsed = LeadFields.model_validate(fields)
         except ValidationError as exc:
@@ -107,8 +110,9 @@ def transfer_description(target: str) -> str:
     return f"Hand the visitor to {target}: {AGENTS[target].description}"
 
 
-def _transfer(ctx: TurnContext, target: str) -> ToolFunction:
+def _transfer(target: str) -> ToolFunction:
     async def transfer_to(reason: str) -> ToolChunk:
+        ctx = current_turn()
         if ctx.handoffs >= ctx.max_handoffs:
             raise ToolRefused("No more handoffs in this turn: answer the visitor yourself now.")
         ctx.handoffs += 1
@@ -142,14 +146,12 @@ def tool_catalogue(spec: AgentSpec) -> list[dict[str, Any]]:
 
 
 def build_toolkit(
-    spec: AgentSpec,
-    ctx: TurnContext,
-    handoffs: bool = True,
-    needs_approval: frozenset[str] = frozenset(),
+    spec: AgentSpec, handoffs: bool = True, needs_approval: frozenset[str] = frozenset()
 ) -> Toolkit:
+    """The agent's toolkit; it holds no run state, so one serves every run."""
     tools = [
         FunctionTool(
-            TOOLS[name].make(ctx, spec.name),
+            TOOLS[name].make(spec.name),
             name=name,
             description=TOOLS[name].description,
             input_schema=TOOLS[name].schema,
@@ -161,7 +163,7 @@ def build_toolkit(
     if handoffs:
         tools += [
             FunctionTool(
-                _transfer(ctx, target),
+                _transfer(target),
                 name=f"transfer_to_{target}",
                 description=transfer_description(target),
                 input_schema=TRANSFER_SCHEMA,

@@ -153,10 +153,10 @@ async def run_workflow(group: Group, control: WorkflowControl, run: Run) -> None
         )
         for name, final in zip(names, finals, strict=True):
             if final is not None:
-                await team.hub.broadcast(final, exclude=name)
+                team.hub.broadcast(final, exclude=name)
         return
 
-    await team.hub.broadcast(task, exclude=names[0])
+    team.hub.broadcast(task, exclude=names[0])
     inputs: Msg = task
     rounds = definition.rounds if definition.workflow_type == "collaborative" else 1
     for round_number in range(1, rounds + 1):
