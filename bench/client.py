@@ -1,0 +1,291 @@
+"""A load client cheap enough not to be the bottleneck: raw asyncio streams, no HTTP library.
+
+SSE: one `POST` per stream (`Connection: close`); the response bytes are not parsed into
+events, only searched for `event: message.delta` and the terminal event names, so
+reading a token costs one `bytes.count` per socket read.
+
+WebSocket: a hand-made RFC 6455 client (no permessage-deflate offered, a zero mask on
+its one outgoing frame); incoming frames are split by their headers and searched for
+`"type":"message.delta"` and the terminal types; pings are answered.
+
+A token's arrival time is the time of the socket read that brought it: tokens that came
+in one read are counted as arriving together (a gap of 0).
+"""
+
+import asyncio
+import base64
+import json
+import os
+import time
+from array import array
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+SSE_DELTA = b"event: message.delta"
+SSE_TERMINALS = (b"event: run.completed", b"event: run.failed", b"event: run.stopped")
+SSE_CARRY = max(len(m) for m in (SSE_DELTA, *SSE_TERMINALS)) - 1
+WS_DELTA = b'"type":"message.delta"'
+WS_TERMINALS = (b'"type":"run.completed"', b'"type":"run.failed"', b'"type":"run.stopped"')
+READ_SIZE = 65536
+
+
+@dataclass
+class Target:
+    """Where a server's streaming endpoints are."""
+
+    name: str
+    host: str
+    port: int
+    sse_path: str
+    ws_path: str
+
+
+@dataclass
+class StreamResult:
+    """What one client saw of one streamed reply. Times are `time.perf_counter()`."""
+
+    started: float = 0.0
+    sent: float = 0.0
+    first_token: float | None = None
+    last_token: float | None = None
+    ended: float = 0.0
+    tokens: int = 0
+    gaps: array = field(default_factory=lambda: array("d"))
+    terminal: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.terminal == "run.completed"
+
+    def ttft(self, from_connect: bool) -> float | None:
+        if self.first_token is None:
+            return None
+        return self.first_token - (self.started if from_connect else self.sent)
+
+    def tokens_arrived(self, count: int, now: float) -> None:
+        if self.last_token is None:
+            self.first_token = now
+        else:
+            self.gaps.append(now - self.last_token)
+        if count > 1:
+            self.gaps.extend(array("d", bytes(8 * (count - 1))))
+        self.last_token = now
+        self.tokens += count
+
+
+async def _guarded(result: StreamResult, body: Coroutine[Any, Any, None]) -> StreamResult:
+    """Run one stream's body, turning its failures into `result.error`."""
+    try:
+        await body
+    except TimeoutError:
+        result.error = "timeout"
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.ended = time.perf_counter()
+    return result
+
+
+def _close(writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None:
+        writer.close()
+
+
+async def sse_stream(
+    target: Target,
+    message: str,
+    time_limit: float,
+    first_token_event: asyncio.Event | None = None,
+    hold: asyncio.Event | None = None,
+) -> StreamResult:
+    """One turn over SSE. With `hold`, the stream is kept open after its first token
+    until `hold` is set (idle streams); `first_token_event` is set at the first token."""
+    result = StreamResult(started=time.perf_counter())
+    writer: asyncio.StreamWriter | None = None
+
+    async def run() -> None:
+        nonlocal writer
+        async with asyncio.timeout(time_limit):
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+            body = json.dumps({"message": message}).encode()
+            head = (
+                f"POST {target.sse_path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+                "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            result.sent = time.perf_counter()
+            writer.write(head + body)
+            response = await reader.readuntil(b"\r\n\r\n")
+            status = int(response.split(b" ", 2)[1])
+            for line in response.split(b"\r\n"):
+                if line.lower().startswith(b"x-run-id:"):
+                    result.run_id = line.split(b":", 1)[1].strip().decode()
+            if status != 200:
+                result.error = f"HTTP {status}"
+                return
+            carry = b""
+            while result.terminal is None:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    result.error = "closed before the terminal event"
+                    return
+                now = time.perf_counter()
+                chunk = carry + data if carry else data
+                count = chunk.count(SSE_DELTA)
+                if count:
+                    first = result.last_token is None
+                    result.tokens_arrived(count, now)
+                    if first:
+                        if first_token_event is not None:
+                            first_token_event.set()
+                        if hold is not None:
+                            await hold.wait()
+                            return
+                for marker in SSE_TERMINALS:
+                    if marker in chunk:
+                        result.terminal = marker.decode().removeprefix("event: ")
+                carry = chunk[-SSE_CARRY:]
+
+    try:
+        return await _guarded(result, run())
+    finally:
+        _close(writer)
+
+
+class RawWebSocket:
+    """The client side of one WebSocket, over asyncio streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buffer = bytearray()
+        self._consumed = 0
+
+    @classmethod
+    async def connect(cls, target: Target) -> "RawWebSocket":
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {target.ws_path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = await reader.readuntil(b"\r\n\r\n")
+        status_line = response.split(b"\r\n", 1)[0]
+        if b" 101 " not in status_line:
+            writer.close()
+            raise ValueError(f"no WebSocket upgrade: {status_line!r}")
+        return cls(reader, writer)
+
+    def send(self, payload: bytes, opcode: int = 0x1) -> None:
+        """One masked frame; the mask is zero, so the payload goes as it is."""
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x80 | opcode, 0x80 | size))
+        elif size < 65536:
+            header = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+        else:
+            header = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+        self.writer.write(header + b"\x00\x00\x00\x00" + payload)
+
+    async def read_frames(self) -> list[tuple[int, int, int]] | None:
+        """Read once from the socket; the complete frames now in the buffer as
+        (opcode, payload start, payload end). None when the server closed the socket.
+        Call `consume()` once done with them."""
+        data = await self.reader.read(READ_SIZE)
+        if not data:
+            return None
+        buffer = self.buffer
+        buffer += data
+        frames: list[tuple[int, int, int]] = []
+        pos, size = 0, len(buffer)
+        while size - pos >= 2:
+            length = buffer[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                length = int.from_bytes(buffer[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                length = int.from_bytes(buffer[start : start + 8], "big")
+                start += 8
+            if size < start + length:
+                break
+            frames.append((buffer[pos] & 0x0F, start, start + length))
+            pos = start + length
+        self._consumed = pos
+        return frames
+
+    def consume(self) -> None:
+        del self.buffer[: self._consumed]
+
+    def close(self) -> None:
+        try:
+            self.send(b"\x03\xe8", opcode=0x8)
+        except (OSError, RuntimeError):
+            pass
+        self.writer.close()
+
+
+async def ws_stream(
+    target: Target,
+    message: str,
+    time_limit: float,
+    first_token_event: asyncio.Event | None = None,
+    hold: asyncio.Event | None = None,
+) -> StreamResult:
+    """One turn over a new WebSocket; same options as `sse_stream`."""
+    result = StreamResult(started=time.perf_counter())
+    socket: RawWebSocket | None = None
+
+    async def run() -> None:
+        nonlocal socket
+        async with asyncio.timeout(time_limit):
+            socket = await RawWebSocket.connect(target)
+            result.sent = time.perf_counter()
+            socket.send(json.dumps({"type": "message", "message": message}).encode())
+            while result.terminal is None:
+                frames = await socket.read_frames()
+                if frames is None:
+                    result.error = "closed before the terminal event"
+                    return
+                now = time.perf_counter()
+                buffer, count = socket.buffer, 0
+                for opcode, start, end in frames:
+                    if opcode == 0x1:
+                        if buffer.find(WS_DELTA, start, end) != -1:
+                            count += 1
+                        elif buffer.find(b'"type":"run.', start, end) != -1:
+                            for marker in WS_TERMINALS:
+                                if buffer.find(marker, start, end) != -1:
+                                    result.terminal = marker.decode().split(":")[1].strip('"')
+                        if result.run_id is None:
+                            result.run_id = json.loads(buffer[start:end]).get("run_id")
+                    elif opcode == 0x9:
+                        socket.send(bytes(buffer[start:end]), opcode=0xA)
+                    elif opcode == 0x8:
+                        result.error = "closed by the server"
+                socket.consume()
+                if count:
+                    first = result.last_token is None
+                    result.tokens_arrived(count, now)
+                    if first:
+                        if first_token_event is not None:
+                            first_token_event.set()
+                        if hold is not None:
+                            await hold.wait()
+                            return
+                if result.error:
+                    return
+
+    try:
+        return await _guarded(result, run())
+    finally:
+        if socket is not None:
+            socket.close()
+
+
+STREAMERS = {"sse": sse_stream, "ws": ws_stream}
