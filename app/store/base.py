@@ -194,3 +194,25 @@ class Store(Protocol):
     async def claim_webhook_event(self, key: str) -> bool:
         """Remember `key` (e.g. `lead.qualified:<lead_id>`) for good: True the first time,
         False ever after. Atomic: of concurrent callers with one key, only one gets True."""
+
+    # Retention
+
+    async def purge_older_than(self, cutoff: float) -> dict[str, int]:
+        """Delete what is older than `cutoff` (a Unix time), in one transaction, and
+        return how many rows of each kind went, under these keys (0 when none):
+
+        - `run_events`: the durable events of finished runs (status not `queued` or
+          `running`) whose `finished_at` (or `created_at` when unset) is before the
+          cutoff, except each run's terminal event (`run.completed`, `run.stopped`,
+          `run.failed`), so that a replay of the run still ends; the run rows stay.
+        - `agent_logs`: tool execution logs with `created_at` before the cutoff.
+        - `webhook_deliveries`: deliveries no longer `pending` whose `updated_at` is
+          before the cutoff (their attempts go with them).
+        - `conversations`: conversations (and workflows) whose `updated_at` is before the
+          cutoff and that have no `queued` or `running` run, each with everything
+          derived from it, exactly as `delete_conversation` erases it (messages, runs and
+          their events, agent states, memory, lead, agent messages, side effects,
+          approvals, tool logs, webhook deliveries).
+
+        Rows counted under one key are not counted again under another (the events and
+        logs of a purged conversation count under `conversations` only)."""

@@ -670,6 +670,33 @@ class SQLiteStore:
             )
         return cursor.rowcount > 0
 
+    # Retention
+
+    async def purge_older_than(self, cutoff: float) -> dict[str, int]:
+        async with self._transaction() as db:
+            conversations = await db.execute(
+                "DELETE FROM conversations WHERE updated_at < ? AND id NOT IN (SELECT "
+                "conversation_id FROM runs WHERE status IN ('queued', 'running'))",
+                (cutoff,),
+            )
+            events = await db.execute(
+                "DELETE FROM run_events WHERE type NOT IN ('run.completed', 'run.stopped', "
+                "'run.failed') AND run_id IN (SELECT id FROM runs WHERE status NOT IN "
+                "('queued', 'running') AND COALESCE(finished_at, created_at) < ?)",
+                (cutoff,),
+            )
+            logs = await db.execute("DELETE FROM agent_logs WHERE created_at < ?", (cutoff,))
+            deliveries = await db.execute(
+                "DELETE FROM webhook_deliveries WHERE status != 'pending' AND updated_at < ?",
+                (cutoff,),
+            )
+        return {
+            "run_events": events.rowcount,
+            "agent_logs": logs.rowcount,
+            "webhook_deliveries": deliveries.rowcount,
+            "conversations": conversations.rowcount,
+        }
+
 
 def _where(*filters: tuple[str, object]) -> tuple[str, list[object]]:
     """A WHERE clause of the filters whose value is given, and its arguments."""
