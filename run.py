@@ -2,16 +2,19 @@
 
 `python run.py migrate` applies the pending Postgres migrations (migrations/*.sql) to
 DATABASE_URL and exits.
+
+`python run.py token [--role operator] [--minutes 60] [--subject NAME]` prints an operator
+token signed with JWT_SECRET (with JWT_AUDIENCE as its audience when set).
 """
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import uvicorn
 
 from app.config import Settings
+from app.observability.logs import configure_logging, logging_config
 
 
 def migrate(settings: Settings) -> int:
@@ -29,26 +32,46 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
+def token(settings: Settings, role: str, minutes: float, subject: str) -> int:
+    if not settings.jwt_secret:
+        print(
+            "JWT_SECRET is not set: without it operators are the clients on this machine "
+            "(loopback), and no token is needed or accepted.",
+            file=sys.stderr,
+        )
+        return 2
+    from app.security import issue_token
+
+    print(issue_token(settings.jwt_secret, role, minutes, subject, settings.jwt_audience))
+    return 0
+
+
 def main() -> None:
     settings = Settings()
     parser = argparse.ArgumentParser(description="Run the Parley server.")
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "migrate"],
+        choices=["serve", "migrate", "token"],
         default="serve",
-        help="serve (the default) or migrate (apply migrations/*.sql to DATABASE_URL)",
+        help="serve (the default), migrate (apply migrations/*.sql to DATABASE_URL) or "
+        "token (print an operator token signed with JWT_SECRET)",
     )
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--reload", action="store_true", help="restart on code changes")
     parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    parser.add_argument(
+        "--role", choices=["operator", "service_role"], default="operator", help="token: role"
     )
+    parser.add_argument("--minutes", type=float, default=60, help="token: lifetime")
+    parser.add_argument("--subject", default="operator", help="token: who it is for (sub)")
+    args = parser.parse_args()
+    configure_logging(settings)
     if args.command == "migrate":
         sys.exit(migrate(settings))
+    if args.command == "token":
+        sys.exit(token(settings, args.role, args.minutes, args.subject))
     if args.workers > 1 and not (
         settings.redis_url and (settings.database_url or settings.supabase_url)
     ):
@@ -64,6 +87,13 @@ def main() -> None:
         reload=args.reload,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=logging_config(settings),  # applied again in each worker
+        # Running replies get SHUTDOWN_GRACE_SECONDS before uvicorn shuts down (see
+        # app/api/shutdown.py); this bounds what is left after them.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds + 5,
+        # Frames past MAX_WS_FRAME_BYTES get an error frame; far larger ones (4x) close
+        # the socket (1009) before they are buffered whole.
+        ws_max_size=4 * settings.max_ws_frame_bytes,
     )
 
 

@@ -91,11 +91,39 @@ class Settings(BaseSettings):
     approval_required_tools: list[str] = Field(default_factory=list)
     approval_timeout_seconds: float = 600.0
 
+    # Security
+    jwt_secret: str | None = None
+    jwt_audience: str | None = None
+    jwks_url: str | None = None
+    site_keys: dict[str, list[str]] = Field(default_factory=dict)
+    visitor_token_secret: str | None = None
+
     # Webhooks
     webhook_max_attempts: int = Field(default=5, ge=1)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0)
     webhook_queue_size: int = Field(default=1000, ge=1)
+
+    # Limits (0 = no limit)
+    rate_limits_enabled: bool = True
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0)
+    rate_limit_ip_messages: int = Field(default=30, ge=0)
+    rate_limit_site_key_messages: int = Field(default=600, ge=0)
+    rate_limit_conversation_messages: int = Field(default=20, ge=0)
+    max_streams_per_ip: int = Field(default=20, ge=0)
+    max_sockets_per_ip: int = Field(default=10, ge=0)
+    conversation_tokens_per_day: int = Field(default=200_000, ge=0)
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_ws_frame_bytes: int = Field(default=65_536, ge=1024)
+    llm_context_size: int = Field(default=32_768, ge=512)
+    context_trigger_ratio: float = Field(default=0.8, gt=0.1, le=0.9)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    # Observability and privacy
+    log_format: Literal["text", "json"] = "text"
+    log_redact_pii: bool = True
+    retention_days: float = Field(default=0, ge=0)
 
     @field_validator("ollama_host")
     @classmethod

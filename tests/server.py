@@ -35,6 +35,10 @@ class ServerProcess:
             "LLM_PROVIDER": "offline",
             "OFFLINE_TOKEN_DELAY_SECONDS": "0.01",
             "LOG_LEVEL": "warning",
+            # Many tests share one server from one address: rate limits only where a
+            # test asks for them, and no grace for running replies at a stop.
+            "RATE_LIMITS_ENABLED": "false",
+            "SHUTDOWN_GRACE_SECONDS": "0",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

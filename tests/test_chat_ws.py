@@ -24,7 +24,9 @@ async def until_terminal(ws: websockets.ClientConnection) -> list[dict[str, Any]
 async def test_turns_over_one_socket_share_a_conversation(server: ServerProcess) -> None:
     async with websockets.connect(f"{server.ws_url}/api/chat/ws") as ws:
         await ws.send(json.dumps({"type": "message", "message": "hi"}))
-        first = await until_terminal(ws)
+        conversation, *first = await until_terminal(ws)
+        assert conversation["type"] == "conversation" and conversation["conversation_token"]
+        assert conversation["conversation_id"] == first[0]["conversation_id"]
         assert first[0]["type"] == "run.started"
         assert first[-1]["type"] == "run.completed"
         assert [f["seq"] for f in first] == list(range(1, len(first) + 1))
@@ -39,7 +41,7 @@ async def test_turns_over_one_socket_share_a_conversation(server: ServerProcess)
 async def test_resume_frame_replays_a_run(server: ServerProcess) -> None:
     async with websockets.connect(f"{server.ws_url}/api/chat/ws") as ws:
         await ws.send(json.dumps({"type": "message", "message": "What services?"}))
-        frames = await until_terminal(ws)
+        _, *frames = await until_terminal(ws)  # the run's events after the conversation frame
     cut = frames[4]["seq"]
     async with websockets.connect(f"{server.ws_url}/api/chat/ws") as ws:
         run_id = frames[0]["run_id"]

@@ -17,6 +17,7 @@ from app.engine.tools import tool_catalogue
 from app.engine.visualization import visualize
 from app.engine.workflows import WorkflowRequest
 from app.llm.factory import probe_provider
+from app.security import OPERATOR_ONLY
 from app.store.models import AgentMessage, AgentMessageKind, Conversation
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -66,7 +67,7 @@ async def agents_health(services: ServicesDep) -> dict[str, Any]:
     }
 
 
-@router.get("/logs")
+@router.get("/logs", dependencies=[OPERATOR_ONLY])
 async def agent_logs(
     services: ServicesDep,
     conversation_id: str | None = None,
@@ -74,7 +75,7 @@ async def agent_logs(
     action: Annotated[str | None, Query(description="e.g. tool_execution:remember")] = None,
     status: Literal["success", "error", "skipped"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> dict[str, Any]:
     """Every tool call the agents made, newest first: parameters (secrets redacted),
     result or error, duration, agent and conversation."""
@@ -115,7 +116,7 @@ async def _final_reply(services: Services, run: Run) -> tuple[str, str]:
     return content, agent
 
 
-@router.post("/invoke", response_model=InvokeReply)
+@router.post("/invoke", response_model=InvokeReply, dependencies=[OPERATOR_ONLY])
 async def invoke(body: InvokeRequest, services: ServicesDep) -> InvokeReply:
     """Run one named agent on an input (a one-step workflow), answered as JSON."""
     spec = spec_or_404(body.agent_type)
@@ -153,7 +154,7 @@ def workflow_links(workflow_id: str) -> dict[str, str]:
     }
 
 
-@router.post("/workflows/execute", status_code=202)
+@router.post("/workflows/execute", status_code=202, dependencies=[OPERATOR_ONLY])
 async def execute_workflow(body: WorkflowRequest, services: ServicesDep) -> dict[str, Any]:
     """Start a workflow; follow it with its events URL or the live view socket."""
     message = checked_message(body.input, services.settings.max_message_chars)
@@ -170,7 +171,7 @@ async def execute_workflow(body: WorkflowRequest, services: ServicesDep) -> dict
     }
 
 
-@router.get("/workflows/{workflow_id}")
+@router.get("/workflows/{workflow_id}", dependencies=[OPERATOR_ONLY])
 async def get_workflow(workflow_id: str, services: ServicesDep) -> dict[str, Any]:
     """The workflow's state, runs, replies so far and shared memory."""
     conversation = await workflow_or_404(services, workflow_id)
@@ -196,7 +197,7 @@ async def get_workflow(workflow_id: str, services: ServicesDep) -> dict[str, Any
     }
 
 
-@router.get("/workflows/{workflow_id}/visualization")
+@router.get("/workflows/{workflow_id}/visualization", dependencies=[OPERATOR_ONLY])
 async def workflow_visualization(workflow_id: str, services: ServicesDep) -> dict[str, Any]:
     """Agents as nodes, handoffs and messages as edges with counts, and a timeline."""
     conversation = await workflow_or_404(services, workflow_id)
@@ -214,7 +215,7 @@ class AgentMessageRequest(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-@router.post("/workflows/{workflow_id}/messages", status_code=201)
+@router.post("/workflows/{workflow_id}/messages", status_code=201, dependencies=[OPERATOR_ONLY])
 async def send_agent_message(
     workflow_id: str, body: AgentMessageRequest, services: ServicesDep
 ) -> dict[str, Any]:
@@ -251,7 +252,7 @@ TRANSITIONS = {
 }
 
 
-@router.patch("/workflows/{workflow_id}/state")
+@router.patch("/workflows/{workflow_id}/state", dependencies=[OPERATOR_ONLY])
 async def change_state(
     workflow_id: str, body: StateChange, services: ServicesDep
 ) -> dict[str, Any]:
@@ -277,7 +278,12 @@ async def change_state(
     return {"workflow_id": workflow_id, "state": new_state}
 
 
-@router.delete("/workflows/{workflow_id}", status_code=204, include_in_schema=False)
+@router.delete(
+    "/workflows/{workflow_id}",
+    status_code=204,
+    include_in_schema=False,
+    dependencies=[OPERATOR_ONLY],
+)
 async def delete_workflow(workflow_id: str, services: ServicesDep) -> Response:
     if not await services.runs.erase(workflow_id):
         raise ApiError(404, "workflow_not_found", f"No workflow {workflow_id}.")

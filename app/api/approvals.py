@@ -8,9 +8,10 @@ from pydantic import BaseModel, Field
 from app.api.deps import Services, ServicesDep
 from app.api.errors import ApiError
 from app.engine.approvals import ApprovalClosed
+from app.security import OPERATOR_ONLY
 from app.store.models import Approval
 
-router = APIRouter(prefix="/api/approvals", tags=["approvals"])
+router = APIRouter(prefix="/api/approvals", tags=["approvals"], dependencies=[OPERATOR_ONLY])
 
 
 class Decision(BaseModel):

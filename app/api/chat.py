@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
@@ -13,11 +13,19 @@ from app.api.errors import ApiError
 from app.api.sse import event_stream, parse_last_event_id
 from app.engine.events import MessageCompleted, RunFailed
 from app.engine.runs import Run
+from app.security import Caller, ChatCallerDep
+from app.security.access import TOKEN_HEADER, require_run, site_key_in
+from app.security.limits import limit_message, limit_stream, limit_streamed_message
 from app.store.models import StoredMessage
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
-LLM_ERROR_STATUS = {"llm_unavailable": 503, "llm_timeout": 504, "run_timeout": 504}
+LLM_ERROR_STATUS = {
+    "llm_unavailable": 503,
+    "llm_timeout": 504,
+    "run_timeout": 504,
+    "store_unavailable": 503,
+}
 
 
 class ChatReply(BaseModel):
@@ -29,6 +37,10 @@ class ChatReply(BaseModel):
     status: Literal["completed", "stopped"]
     lead: dict[str, Any] | None = None
     events_url: str
+    conversation_token: str = Field(
+        description="Send it back (X-Conversation-Token) to continue the conversation, "
+        "read its history, follow or stop its runs."
+    )
     messages: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Every agent message of the turn (several when agents hand over); "
@@ -51,15 +63,21 @@ def events_url(run: Run) -> str:
     return f"/api/chat/runs/{run.id}/events"
 
 
-async def submit(services: Services, body: ChatRequest) -> Run:
+async def submit(services: Services, body: ChatRequest, caller: Caller) -> Run:
+    """Start the turn if the caller's site may, and the conversation is theirs."""
+    services.security.check_site(caller, site_key_in(body.metadata))
+    if body.conversation_id is not None:
+        services.security.require_conversation(caller, body.conversation_id)
     message = checked_message(body.message, services.settings.max_message_chars)
     return await services.runs.submit(message, body.conversation_id, body.metadata)
 
 
-@router.post("/message", response_model=ChatReply)
-async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
+@router.post("/message", response_model=ChatReply, dependencies=[Depends(limit_message)])
+async def chat_message(
+    body: ChatRequest, services: ServicesDep, caller: ChatCallerDep
+) -> ChatReply:
     """One turn, answered as JSON once the reply is complete."""
-    run = await submit(services, body)
+    run = await submit(services, body, caller)
     replies: list[MessageCompleted] = []
     async for event in services.runs.follow(run.id):
         if isinstance(event, MessageCompleted):
@@ -78,6 +96,7 @@ async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
         status="stopped" if run.status == "stopped" else "completed",
         lead={"id": lead.id, "score": lead.score, "stage": lead.stage} if lead else None,
         events_url=events_url(run),
+        conversation_token=services.security.token_for(run.conversation_id),
         messages=[
             {"message_id": r.message_id, "agent": r.agent, "content": r.content, "status": r.status}
             for r in replies
@@ -90,23 +109,30 @@ async def chat_message(body: ChatRequest, services: ServicesDep) -> ChatReply:
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
     openapi_extra=protocols.STREAM_REQUEST_BODY,
+    dependencies=[Depends(limit_streamed_message)],
 )
 async def chat_stream(
     payload: Annotated[Any, Body()],
     services: ServicesDep,
+    caller: ChatCallerDep,
     protocol: protocols.ProtocolQuery = None,
 ) -> EventSourceResponse:
     """One turn, streamed as server-sent events of the run (see the event schema), or in
-    the Vercel AI SDK's or AG-UI's protocol (`?protocol=`, or the body's shape)."""
+    the Vercel AI SDK's or AG-UI's protocol (`?protocol=`, or the body's shape). The
+    conversation's token comes in the X-Conversation-Token header."""
     chosen = protocols.choose(protocol, payload)
     if chosen != "parley":
-        return await protocols.stream_turn(chosen, payload, services)
+        return await protocols.stream_turn(chosen, payload, services, caller)
     body = protocols.native_request(payload)
-    run = await submit(services, body)
+    run = await submit(services, body, caller)
     return event_stream(
         services.runs.follow(run.id),
         services.settings.sse_ping_seconds,
-        headers={"X-Run-ID": run.id, "X-Conversation-ID": run.conversation_id},
+        headers={
+            "X-Run-ID": run.id,
+            "X-Conversation-ID": run.conversation_id,
+            TOKEN_HEADER: services.security.token_for(run.conversation_id),
+        },
     )
 
 
@@ -114,18 +140,23 @@ async def chat_stream(
     "/runs/{run_id}/events",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
+    dependencies=[Depends(limit_stream)],
 )
 async def run_events(
     run_id: str,
     services: ServicesDep,
+    caller: ChatCallerDep,
     last_event_id: str | None = Header(default=None),
-    after_seq: int | None = Query(default=None, ge=0, description="Resume after this seq."),
+    after_seq: int | None = Query(
+        default=None, ge=0, le=2**31 - 1, description="Resume after this seq."
+    ),
     protocol: protocols.ProtocolQuery = None,
 ) -> EventSourceResponse:
     """The run's events as SSE: a replay, then the live tail until the terminal event.
     Honours `Last-Event-ID` (or `after_seq`), so EventSource reconnects lose nothing."""
     if not await services.runs.run_exists(run_id):
         raise ApiError(404, "run_not_found", f"No run {run_id}.")
+    await require_run(services, caller, run_id)
     seen = after_seq if after_seq is not None else parse_last_event_id(last_event_id, run_id)
     if protocol not in (None, "parley"):
         return await protocols.stream_run(protocol, run_id, seen, services)
@@ -133,15 +164,17 @@ async def run_events(
 
 
 @router.post("/runs/{run_id}/stop", response_model=StopReply)
-async def stop_run(run_id: str, services: ServicesDep) -> StopReply:
+async def stop_run(run_id: str, services: ServicesDep, caller: ChatCallerDep) -> StopReply:
     """Stop a running turn; the partial reply is kept and marked stopped."""
+    await require_run(services, caller, run_id)
     status = await services.runs.stop(run_id)
     return StopReply(run_id=run_id, status=status)
 
 
 @router.get("/history/{conversation_id}", response_model=History)
-async def history(conversation_id: str, services: ServicesDep) -> History:
+async def history(conversation_id: str, services: ServicesDep, caller: ChatCallerDep) -> History:
     """The conversation's transcript: visitor and agent messages with their status."""
+    services.security.require_conversation(caller, conversation_id)
     conversation = await services.store.get_conversation(conversation_id)
     if conversation is None:
         raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
@@ -153,8 +186,9 @@ async def history(conversation_id: str, services: ServicesDep) -> History:
 
 
 @router.delete("/history/{conversation_id}", status_code=204)
-async def erase(conversation_id: str, services: ServicesDep) -> Response:
+async def erase(conversation_id: str, services: ServicesDep, caller: ChatCallerDep) -> Response:
     """Erase the conversation and everything derived from it (running turns are stopped)."""
+    services.security.require_conversation(caller, conversation_id)
     if not await services.runs.erase(conversation_id):
         raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
     return Response(status_code=204)

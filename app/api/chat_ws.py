@@ -3,10 +3,22 @@
 Client frames: `message`, `stop`, `resume`, `ping`. Server frames: the run events
 (their `type` is the event type), `pong`, and `error` for a frame it cannot use; the
 socket stays open after an error. Closing the socket does not stop a run.
+
+Limits: a frame over MAX_WS_FRAME_BYTES gets an `error` frame `frame_too_large`; a
+message over a rate limit gets an `error` frame `rate_limited` with `retry_after`
+(seconds); a socket over MAX_SOCKETS_PER_IP gets that frame and is closed (1008); a
+client that does not take a frame within SEND_TIMEOUT_SECONDS, or falls
+OUTBOX_FRAMES frames behind, is cut (its runs go on, and can be resumed).
+
+Each turn's events follow a `conversation` frame with the conversation's id and token.
+A visitor names an earlier conversation (continue, stop, resume) with its token: in
+the frame's `conversation_token`, or `?conversation_token=` when connecting. When sites
+are registered, connecting takes `?site_key=` and an allowed `Origin`.
 """
 
 import asyncio
 import json
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -16,8 +28,16 @@ from app.api.chat_input import checked_message
 from app.api.deps import Services, get_ws_services
 from app.api.errors import ApiError, error_body
 from app.engine.runs import ConversationNotFound, RunNotFound
+from app.security import Caller
+from app.security.access import conversation_of_run, deny, socket_caller
+from app.security.limits import client_ip, site_key_of
+from app.store import StoreUnavailable
 
 router = APIRouter(tags=["chat"])
+log = logging.getLogger(__name__)
+
+# Frames a socket may fall behind by before it is cut as a reader too slow to serve.
+OUTBOX_FRAMES = 1000
 
 
 class MessageFrame(BaseModel):
@@ -25,17 +45,20 @@ class MessageFrame(BaseModel):
     message: str
     conversation_id: str | None = None
     metadata: dict[str, Any] | None = None
+    conversation_token: str | None = None
 
 
 class StopFrame(BaseModel):
     type: Literal["stop"]
     run_id: str | None = None
+    conversation_token: str | None = None
 
 
 class ResumeFrame(BaseModel):
     type: Literal["resume"]
     run_id: str
     after_seq: int = Field(default=0, ge=0)
+    conversation_token: str | None = None
 
 
 class PingFrame(BaseModel):
@@ -51,17 +74,30 @@ CLIENT_FRAME: TypeAdapter[Any] = TypeAdapter(ClientFrame)
 class ChatSocket:
     """One connected client: reads its frames, forwards the events of its runs."""
 
-    def __init__(self, websocket: WebSocket, services: Services) -> None:
+    def __init__(self, websocket: WebSocket, services: Services, caller: Caller) -> None:
         self.websocket = websocket
         self.services = services
+        self.caller = caller  # grows the conversations this socket may use
         self.request_id = websocket.scope.get("state", {}).get("request_id")
         self.conversation_id: str | None = None
         self.current_run_id: str | None = None
-        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_FRAMES)
         self.forwarders: set[asyncio.Task[None]] = set()
+        self.cut = asyncio.Event()  # set when the client reads too slowly to be served
 
     async def serve(self) -> None:
+        reader = asyncio.create_task(self._read())
         writer = asyncio.create_task(self._write())
+        cut = asyncio.create_task(self.cut.wait())
+        try:
+            done, _ = await asyncio.wait({reader, writer, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in [*self.forwarders, reader, writer, cut]:
+                task.cancel()
+        if reader in done and not reader.cancelled() and (error := reader.exception()):
+            raise error
+
+    async def _read(self) -> None:
         try:
             while True:
                 raw = await self.websocket.receive()
@@ -70,21 +106,47 @@ class ChatSocket:
                 await self._handle(raw.get("text"))
         except WebSocketDisconnect:
             return
-        finally:
-            for task in [*self.forwarders, writer]:
-                task.cancel()
 
     async def _write(self) -> None:
+        """Send the outbox's frames; a send blocked for SEND_TIMEOUT_SECONDS cuts the
+        socket (a client that stopped reading must not hold its frames forever)."""
+        timeout = self.services.settings.send_timeout_seconds
         while True:
-            await self.websocket.send_text(await self.outbox.get())
+            frame = await self.outbox.get()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.websocket.send_text(frame)
+            except TimeoutError:
+                self._cut_slow_reader(f"a send waited {timeout:g}s")
+                return
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return  # the client is gone
+
+    def _cut_slow_reader(self, why: str) -> None:
+        if not self.cut.is_set():
+            self.cut.set()
+            log.info("cut a chat socket whose client stopped reading (%s)", why)
+            self.services.metrics.slow_readers.labels("websocket").inc()
 
     def send(self, frame: dict[str, Any] | str) -> None:
-        self.outbox.put_nowait(frame if isinstance(frame, str) else json.dumps(frame))
+        if self.cut.is_set():
+            return
+        try:
+            self.outbox.put_nowait(frame if isinstance(frame, str) else json.dumps(frame))
+        except asyncio.QueueFull:
+            self._cut_slow_reader(f"{OUTBOX_FRAMES} frames behind")
 
-    def send_error(self, code: str, message: str) -> None:
-        self.send({"type": "error", **error_body(code, message, self.request_id)})
+    def send_error(self, code: str, message: str, retry_after: int | None = None) -> None:
+        frame = {"type": "error", **error_body(code, message, self.request_id)}
+        if retry_after is not None:
+            frame["retry_after"] = retry_after
+        self.send(frame)
 
     async def _handle(self, text: str | None) -> None:
+        most = self.services.settings.max_ws_frame_bytes
+        if text is not None and len(text) * 4 > most and len(text.encode()) > most:
+            self.send_error("frame_too_large", f"Frames may have at most {most} bytes.")
+            return
         if text is None:
             self.send_error("invalid_frame", "Frames must be JSON text.")
             return
@@ -98,27 +160,61 @@ class ChatSocket:
                 case MessageFrame():
                     await self._start(frame)
                 case StopFrame():
-                    await self._stop(frame.run_id or self.current_run_id)
+                    run_id = frame.run_id or self.current_run_id
+                    if run_id is not None:
+                        await self._require_run(run_id, frame.conversation_token)
+                    await self._stop(run_id)
                 case ResumeFrame():
                     if not await self.services.runs.run_exists(frame.run_id):
                         raise RunNotFound(frame.run_id)
+                    await self._require_run(frame.run_id, frame.conversation_token)
                     self._forward(frame.run_id, frame.after_seq)
                 case PingFrame():
                     self.send({"type": "pong"})
         except ApiError as exc:
-            self.send_error(exc.code, exc.message)
+            self.send_error(exc.code, exc.message, getattr(exc, "retry_after", None))
         except ConversationNotFound as exc:
             self.send_error("conversation_not_found", f"No conversation {exc}.")
         except RunNotFound as exc:
             self.send_error("run_not_found", f"No run {exc}.")
+        except StoreUnavailable:
+            self.send_error(
+                "store_unavailable", "The database cannot be reached; nothing was saved."
+            )
+
+    def _require(self, conversation_id: str, token: str | None) -> None:
+        """The socket may use the conversation (once shown, for the socket's life)."""
+        caller = self.caller.with_tokens(token)
+        self.services.security.require_conversation(caller, conversation_id)
+        self._grant(conversation_id)
+
+    def _grant(self, conversation_id: str) -> None:
+        self.caller = self.caller.grant(conversation_id)
+
+    async def _require_run(self, run_id: str, token: str | None) -> None:
+        if self.caller.operator is None:
+            self._require(await conversation_of_run(self.services, run_id), token)
 
     async def _start(self, frame: MessageFrame) -> None:
         message = checked_message(frame.message, self.services.settings.max_message_chars)
-        run = await self.services.runs.submit(
-            message, frame.conversation_id or self.conversation_id, frame.metadata
+        conversation_id = frame.conversation_id or self.conversation_id
+        if conversation_id is not None:
+            self._require(conversation_id, frame.conversation_token)
+        await self.services.limits.admit_message(
+            client_ip(self.websocket), site_key_of(self.websocket, frame.metadata), conversation_id
         )
+        run = await self.services.runs.submit(message, conversation_id, frame.metadata)
         self.conversation_id = run.conversation_id
         self.current_run_id = run.id
+        self._grant(run.conversation_id)
+        token = self.services.security.token_for(run.conversation_id)
+        self.send(
+            {
+                "type": "conversation",
+                "conversation_id": run.conversation_id,
+                "conversation_token": token,
+            }
+        )
         self._forward(run.id, 0)
 
     async def _stop(self, run_id: str | None) -> None:
@@ -157,5 +253,27 @@ def _describe(exc: ValidationError) -> str:
 
 @router.websocket("/api/chat/ws")
 async def chat_socket(websocket: WebSocket) -> None:
-    await websocket.accept()
-    await ChatSocket(websocket, get_ws_services(websocket)).serve()
+    services = get_ws_services(websocket)
+    try:
+        caller, subprotocol = await socket_caller(websocket)
+        services.security.check_site(caller)
+    except ApiError as exc:
+        await deny(websocket, exc)
+        return
+    await websocket.accept(subprotocol=subprotocol)
+    try:
+        lease = await services.limits.open_socket(client_ip(websocket))
+    except ApiError as exc:  # too many sockets from this address
+        frame = error_body(
+            exc.code, exc.message, websocket.scope.get("state", {}).get("request_id")
+        )
+        retry_after = getattr(exc, "retry_after", None)
+        await websocket.send_text(
+            json.dumps({"type": "error", **frame, "retry_after": retry_after})
+        )
+        await websocket.close(code=1008)
+        return
+    try:
+        await ChatSocket(websocket, services, caller).serve()
+    finally:
+        await lease.release()

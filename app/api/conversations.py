@@ -8,9 +8,12 @@ from pydantic import BaseModel, Field
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.engine.memory import MemoryWriteError, SharedMemory
+from app.security import OPERATOR_ONLY
 from app.store.models import MemoryEntry, MemoryScope, WorkflowKind
 
-router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+router = APIRouter(
+    prefix="/api/conversations", tags=["conversations"], dependencies=[OPERATOR_ONLY]
+)
 
 
 @router.get("")

@@ -42,6 +42,7 @@ async def health(services: ServicesDep) -> JSONResponse:
             "detail": detail,
         },
         "runs": {"active": len(services.runs.active)},
+        "operator_auth": services.security.operators.mode,
         "hubspot": integration(settings.crm_api_key),
         "sendgrid": integration(settings.email_api_key),
         "google_calendar": integration(settings.calendar_api_key),

@@ -10,6 +10,7 @@ from app.api.chat_input import checked_message
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.engine.leads import LeadFields, analyze_lead, record_lead
+from app.security import OPERATOR_ONLY
 from app.store.models import Lead
 
 router = APIRouter(prefix="/api/leads", tags=["leads"])
@@ -54,19 +55,20 @@ async def submit_lead(body: dict[str, Any], services: ServicesDep) -> dict[str, 
     return {
         "lead": lead.model_dump(),
         "conversation_id": conversation.id,
+        "conversation_token": services.security.token_for(conversation.id),
         "run_id": run.id if run else None,
         "events_url": f"/api/chat/runs/{run.id}/events" if run else None,
     }
 
 
-@router.get("", response_model=LeadPage)
+@router.get("", response_model=LeadPage, dependencies=[OPERATOR_ONLY])
 async def list_leads(
     services: ServicesDep,
     stage: Literal["new", "engaged", "qualified", "disqualified", "booked"] | None = None,
     min_score: Annotated[int | None, Query(ge=0, le=100)] = None,
     created_since: Annotated[datetime | None, Query(description="ISO 8601 date-time")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> LeadPage:
     """Leads, newest first, filtered by stage, minimum score and creation time."""
     since = created_since.timestamp() if created_since else None
@@ -81,12 +83,12 @@ async def lead_or_404(services: ServicesDep, lead_id: str) -> Lead:
     return lead
 
 
-@router.get("/{lead_id}", response_model=Lead)
+@router.get("/{lead_id}", response_model=Lead, dependencies=[OPERATOR_ONLY])
 async def get_lead(lead_id: str, services: ServicesDep) -> Lead:
     return await lead_or_404(services, lead_id)
 
 
-@router.post("/{lead_id}/analyze", response_model=Lead)
+@router.post("/{lead_id}/analyze", response_model=Lead, dependencies=[OPERATOR_ONLY])
 async def analyze(lead_id: str, services: ServicesDep) -> Lead:
     """Re-score the lead from its fields and what the visitor said, and summarise the
     conversation."""

@@ -2,7 +2,8 @@
 
 The socket subscribes before it reads the snapshot, then skips the live events the
 snapshot already holds, so a viewer that connects mid-run misses nothing and sees
-nothing twice.
+nothing twice. It is for operators: the token comes as the subprotocols
+`bearer, <token>` (accepted with `bearer`), `?token=` or `Authorization: Bearer`.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from app.api.deps import Services, get_ws_services
 from app.api.errors import ApiError, error_body
 from app.engine.events import Event
 from app.engine.visualization import visualize
+from app.security.access import deny, socket_operator
 
 router = APIRouter(tags=["workflows"])
 
@@ -45,7 +47,12 @@ async def snapshot(services: Services, workflow_id: str) -> tuple[dict, dict[str
 @router.websocket("/api/ws/workflows/{workflow_id}")
 async def live_view(websocket: WebSocket, workflow_id: str) -> None:
     services = get_ws_services(websocket)
-    await websocket.accept()
+    try:
+        _, subprotocol = await socket_operator(websocket)
+    except ApiError as exc:
+        await deny(websocket, exc)
+        return
+    await websocket.accept(subprotocol=subprotocol)
     subscription = services.bus.watch(workflow_id)
     try:
         taken = await snapshot(services, workflow_id)
@@ -98,9 +105,21 @@ async def _decide(websocket: WebSocket, frame: dict) -> None:
         await decide(get_ws_services(websocket), str(frame.get("approval_id")), decision)
     except ValidationError as exc:
         await websocket.send_text(
-            json.dumps({"type": "error", **error_body("invalid_frame", str(exc), None)})
+            json.dumps(
+                {
+                    "type": "error",
+                    "approval_id": frame.get("approval_id"),
+                    **error_body("invalid_frame", str(exc), None),
+                }
+            )
         )
     except ApiError as exc:
         await websocket.send_text(
-            json.dumps({"type": "error", **error_body(exc.code, exc.message, None)})
+            json.dumps(
+                {
+                    "type": "error",
+                    "approval_id": frame.get("approval_id"),
+                    **error_body(exc.code, exc.message, None),
+                }
+            )
         )

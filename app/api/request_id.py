@@ -5,6 +5,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.observability import context
+
 SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -27,4 +29,8 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = context.request_id.set(request_id)  # for the log lines of this request
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            context.request_id.reset(token)

@@ -1,11 +1,33 @@
 """Server-sent events of a run: `event:` is the type, `id:` is `{run_id}:{seq}`."""
 
+import logging
 from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from app.api.errors import ApiError
 from app.engine.events import Event
+
+log = logging.getLogger(__name__)
+
+
+class RunEventSource(EventSourceResponse):
+    """An SSE response that cuts a client which stopped reading: a send that waits longer
+    than SEND_TIMEOUT_SECONDS ends the response (and frees its memory); the run goes on,
+    and the client can resume it with `Last-Event-ID`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = getattr(scope["app"].state, "services", None) if "app" in scope else None
+        if services is not None and self.send_timeout is None:
+            self.send_timeout = services.settings.send_timeout_seconds
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("cut an event stream whose client stopped reading (%s)", scope["path"])
+            if services is not None:
+                services.metrics.slow_readers.labels("sse").inc()
 
 
 def parse_last_event_id(value: str | None, run_id: str) -> int:
@@ -13,7 +35,8 @@ def parse_last_event_id(value: str | None, run_id: str) -> int:
     if not value:
         return 0
     run_part, _, seq_part = value.rpartition(":")
-    if (run_part and run_part != run_id) or not seq_part.isdigit():
+    digits = seq_part.isascii() and seq_part.isdigit() and len(seq_part) <= 9
+    if (run_part and run_part != run_id) or not digits:
         raise ApiError(
             400,
             "invalid_last_event_id",
@@ -29,7 +52,7 @@ def event_stream(
         async for event in events:
             yield ServerSentEvent(data=event.to_json(), event=event.type, id=event.sse_id)
 
-    return EventSourceResponse(
+    return RunEventSource(
         frames(),
         ping=ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
+from app.security import OPERATOR_ONLY
 from app.store.models import Webhook, WebhookDelivery, WebhookEventType
 
-router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], dependencies=[OPERATOR_ONLY])
 
 
 class WebhookRegistration(BaseModel):

@@ -30,6 +30,7 @@ from app.engine.events import (
     Usage,
 )
 from app.engine.replay import ReplyDraft, durable, replay
+from app.observability.context import bind_run
 from app.store import Store, StoreUnavailable
 from app.store.models import (
     AgentLog,
@@ -113,6 +114,10 @@ class Run:
             for reply in self.replies:
                 reply.interrupted = True
         await self._bus.publish(event)
+
+    async def announce(self, frame: dict) -> None:
+        """Tell the conversation's watchers about a change that is not a run event."""
+        await self._bus.announce(self.conversation_id, frame)
 
     async def emit(self, event_type: type[Event], **fields: Any) -> Event:
         event = self.make(event_type, **fields)
@@ -215,8 +220,14 @@ class RunManager:
             await self.bus.publish(event)
         return event
 
-    async def shutdown(self) -> None:
-        """Stop every running turn, keeping partial replies, and wait for them to be saved."""
+    async def shutdown(self, grace: float = 0.0) -> None:
+        """Let the running turns finish for up to `grace` seconds, then stop the rest
+        (reason `shutdown`), keeping partial replies, and wait for them to be saved."""
+        if grace > 0 and self.active:
+            waits = [asyncio.create_task(run.done.wait()) for run in self.active.values()]
+            await asyncio.wait(waits, timeout=grace)
+            for wait in waits:
+                wait.cancel()
         for run in list(self.active.values()):
             await self.stop(run.id, reason="shutdown")
         if self._tasks:
@@ -272,8 +283,12 @@ class RunManager:
                 ),
                 user_message,
             )
-        except BaseException:
+        except BaseException as exc:
             await self.bus.release(run.id)
+            # The conversation was erased meanwhile (the store refused the run's row).
+            if isinstance(exc, Exception) and not isinstance(exc, StoreUnavailable):
+                if await self.store.get_conversation(run.conversation_id) is None:
+                    raise ConversationNotFound(run.conversation_id) from exc
             raise
         self.active[run.id] = run
         queue = self._queues.setdefault(run.conversation_id, [])
@@ -368,6 +383,7 @@ class RunManager:
     # Execution
 
     async def _execute(self, run: Run) -> None:
+        bind_run(run.id, run.conversation_id)  # this task's log lines name the run
         lock = self.bus.conversation_lock(run.conversation_id)
         locked = False
         try:

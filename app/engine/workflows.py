@@ -192,9 +192,13 @@ class WorkflowEngine:
         except asyncio.CancelledError:
             raise  # a stop or cancel: the state says why
         except Exception:
-            await self.group.store.update_conversation(run.conversation_id, state="failed")
+            await self._set_state(run, "failed")
             raise
-        await self.group.store.update_conversation(run.conversation_id, state="completed")
+        await self._set_state(run, "completed")
+
+    async def _set_state(self, run: Run, state: str) -> None:
+        await self.group.store.update_conversation(run.conversation_id, state=state)
+        await run.announce({"type": "workflow.state", "state": state})
 
     def classify_error(self, exc: BaseException) -> ErrorInfo:
         return self.group.classify_error(exc)

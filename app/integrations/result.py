@@ -22,6 +22,7 @@ Reason = Literal[
     "not_found",
     "conflict",
     "recipient_not_allowed",  # e-mail to someone other than the lead or the sales inbox
+    "missing_email",  # the lead has no e-mail yet: recorded here, not sent to the CRM
 ]
 
 

@@ -78,6 +78,7 @@ def _openai(settings: Settings) -> LLMProvider:
         model=settings.openai_model,
         stream=True,
         max_retries=0,
+        context_size=settings.llm_context_size,
     )
     return LLMProvider(
         "openai", settings.openai_model, settings.openai_base_url, "LLM_PROVIDER=openai", model
@@ -86,6 +87,7 @@ def _openai(settings: Settings) -> LLMProvider:
 
 def _offline(settings: Settings, reason: str) -> LLMProvider:
     model = OfflineChatModel(token_delay_seconds=settings.offline_token_delay_seconds)
+    model.context_size = settings.llm_context_size
     return LLMProvider("offline", "offline", "built-in", reason, model)
 
 

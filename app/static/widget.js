@@ -262,7 +262,34 @@ strong{font-weight:700}
   // Talking to the server
 
   const api = (path) => base + path;
-  const jsonHeaders = { "content-type": "application/json" };
+  const jsonHeaders = { "content-type": "application/json", "X-Site-Key": siteKey };
+
+  // A conversation's token (handed out with its replies) goes with every request about
+  // it; a server that sends none is asked without one.
+  function tokenHeaders(conversation = local.get("conversation")) {
+    const saved = local.get("token");
+    return saved && saved.token && saved.conversation === conversation
+      ? { "X-Conversation-Token": saved.token }
+      : {};
+  }
+
+  function remember(conversation, token) {
+    if (!conversation) return;
+    local.set("conversation", conversation);
+    if (token) local.set("token", { conversation, token });
+  }
+
+  function forget() {
+    local.set("conversation", null);
+    local.set("token", null);
+  }
+
+  // Errors that mean the stored conversation is gone or not ours to continue.
+  const LOST = [
+    "conversation_not_found",
+    "missing_conversation_token",
+    "invalid_conversation_token",
+  ];
 
   async function errorOf(res) {
     try {
@@ -388,10 +415,14 @@ strong{font-weight:700}
         if (!res) {
           ctrl = new AbortController();
           res = await fetch(api(`/api/chat/runs/${run.id}/events`), {
-            headers: { accept: "text/event-stream", "Last-Event-ID": `${run.id}:${run.seq}` },
+            headers: {
+              accept: "text/event-stream",
+              "Last-Event-ID": `${run.id}:${run.seq}`,
+              ...tokenHeaders(),
+            },
             signal: ctrl.signal,
           });
-          if (res.status === 404 || res.status === 400) {
+          if ([400, 401, 403, 404].includes(res.status)) {
             note((await errorOf(res)).message, true);
             break;
           }
@@ -436,7 +467,7 @@ strong{font-weight:700}
       try {
         res = await fetch(api("/api/chat/stream"), {
           method: "POST",
-          headers: { ...jsonHeaders, accept: "text/event-stream" },
+          headers: { ...jsonHeaders, ...tokenHeaders(), accept: "text/event-stream" },
           body: JSON.stringify(chatBody(text)),
           signal: ctrl.signal,
         });
@@ -450,16 +481,15 @@ strong{font-weight:700}
       }
       if (res.ok) break;
       const error = await errorOf(res);
-      if (error.code === "conversation_not_found" && local.get("conversation")) {
-        local.set("conversation", null); // erased on the server: start a new one
+      if (LOST.includes(error.code) && local.get("conversation")) {
+        forget(); // erased on the server, or not this visitor's: start a new one
         continue;
       }
       setBusy(false);
       note(error.message, true);
       return;
     }
-    const conversation = res.headers.get("X-Conversation-ID");
-    if (conversation) local.set("conversation", conversation);
+    remember(res.headers.get("X-Conversation-ID"), res.headers.get("X-Conversation-Token"));
     run = { id: res.headers.get("X-Run-ID"), seq: 0 };
     if (run.id) local.set("run", run.id);
     if (await follow(res, ctrl)) flushOutbox();
@@ -469,7 +499,10 @@ strong{font-weight:700}
     if (!run || !run.id) return;
     stopButton.disabled = true;
     try {
-      const res = await fetch(api(`/api/chat/runs/${run.id}/stop`), { method: "POST" });
+      const res = await fetch(api(`/api/chat/runs/${run.id}/stop`), {
+        method: "POST",
+        headers: tokenHeaders(),
+      });
       if (!res.ok) note((await errorOf(res)).message, true);
     } catch {
       note("Could not reach the server to stop the reply.", true);
@@ -487,15 +520,17 @@ strong{font-weight:700}
     if (!conversation) return;
     let res;
     try {
-      res = await fetch(api(`/api/chat/history/${encodeURIComponent(conversation)}`));
+      res = await fetch(api(`/api/chat/history/${encodeURIComponent(conversation)}`), {
+        headers: tokenHeaders(conversation),
+      });
     } catch {
       stale = true; // shown again once the server answers
       setOffline(true);
       scheduleRetry();
       return;
     }
-    if (res.status === 404) {
-      local.set("conversation", null);
+    if ([401, 403, 404].includes(res.status)) {
+      forget(); // erased, or not this visitor's (no valid token): start afresh
       local.set("run", null);
       return;
     }
@@ -540,22 +575,22 @@ strong{font-weight:700}
       try {
         res = await fetch(api("/api/chat/message"), {
           method: "POST",
-          headers: jsonHeaders,
+          headers: { ...jsonHeaders, ...tokenHeaders() },
           body: JSON.stringify(chatBody(text)),
         });
       } catch {
         return false;
       }
       const body = res.ok ? await res.json() : await errorOf(res);
-      if (!res.ok && body.code === "conversation_not_found") {
-        local.set("conversation", null);
+      if (!res.ok && LOST.includes(body.code)) {
+        forget();
         continue;
       }
       if (res.status >= 500) return false;
       outbox = outbox.slice(1);
       local.set("outbox", outbox);
       if (res.ok) {
-        local.set("conversation", body.conversation_id);
+        remember(body.conversation_id, body.conversation_token);
         sent++;
       } else if (loaded) note(body.message, true);
     }

@@ -11,6 +11,10 @@ the first id the client hands back that names a conversation (the AI SDK: the
 `conversationId` in the messages' metadata, then the chat `id`; AG-UI: the
 `threadId`, then `state.conversationId`), else a new conversation, whose id the
 stream announces (AI SDK: `start`'s messageMetadata; AG-UI: the state).
+
+Continuing a conversation takes its token, which the stream hands out beside its id
+(`conversationToken`) and in the X-Conversation-Token header; it may come back in that
+header, in the messages' metadata (AI SDK) or in the state (AG-UI).
 """
 
 from typing import Annotated, Any, Literal
@@ -23,7 +27,10 @@ from sse_starlette import EventSourceResponse
 from app.api.chat_input import ChatRequest, checked_message
 from app.api.deps import Services
 from app.api.protocols import ag_ui, ai_sdk
-from app.engine.runs import Run, RunNotFound
+from app.api.sse import RunEventSource
+from app.engine.runs import Run
+from app.security import Caller
+from app.security.access import TOKEN_HEADER, conversation_of_run, site_key_in
 
 ProtocolName = Literal["parley", "ai-sdk", "ag-ui"]
 
@@ -119,32 +126,53 @@ def _turn(request: ProtocolRequest) -> tuple[str, str | None, list[str], dict[st
     return request.user_text(), explicit, hints, request.new_conversation_metadata()
 
 
-async def submit(services: Services, request: ProtocolRequest) -> Run:
-    """Start the turn in the conversation the request names (see the module's doc)."""
+def _body_tokens(request: ProtocolRequest) -> list[str]:
+    """Conversation tokens the client handed back in the body."""
+    if isinstance(request, ai_sdk.UIChatRequest):
+        return [
+            m.metadata["conversationToken"]
+            for m in reversed(request.messages)
+            if isinstance(m.metadata, dict) and isinstance(m.metadata.get("conversationToken"), str)
+        ][:1]
+    state = request.state if isinstance(request, ag_ui.RunAgentInput) else None
+    if isinstance(state, dict) and isinstance(state.get("conversationToken"), str):
+        return [state["conversationToken"]]
+    return []
+
+
+async def submit(services: Services, request: ProtocolRequest, caller: Caller) -> Run:
+    """Start the turn in the conversation the request names (see the module's doc), if
+    the caller's site may and the conversation is theirs."""
     text, conversation_id, hints, metadata = _turn(request)
+    services.security.check_site(caller, site_key_in(metadata))
     message = checked_message(text, services.settings.max_message_chars)
     for hint in hints if conversation_id is None else []:
         if await services.store.get_conversation(hint) is not None:
             conversation_id = hint
             break
+    if conversation_id is not None:
+        caller = caller.with_tokens(*_body_tokens(request))
+        services.security.require_conversation(caller, conversation_id)
     return await services.runs.submit(message, conversation_id, metadata)
 
 
 async def stream_turn(
-    protocol: ProtocolName, payload: Any, services: Services
+    protocol: ProtocolName, payload: Any, services: Services, caller: Caller
 ) -> EventSourceResponse:
     """`POST /api/chat/stream` in a front-end protocol: start the turn, stream its run."""
     request = read_request(protocol, payload)
-    run = await submit(services, request)
-    headers = {"X-Run-ID": run.id, "X-Conversation-ID": run.conversation_id}
+    run = await submit(services, request, caller)
+    token = services.security.token_for(run.conversation_id)
+    headers = {"X-Run-ID": run.id, "X-Conversation-ID": run.conversation_id, TOKEN_HEADER: token}
     events = services.runs.follow(run.id)
     if protocol == "ai-sdk":
-        translator = ai_sdk.Translator(run.id, run.conversation_id)
+        translator = ai_sdk.Translator(run.id, run.conversation_id, conversation_token=token)
         return _response(ai_sdk.frames(events, translator), services, headers | ai_sdk.HEADERS)
     thread_id, run_id = run.conversation_id, run.id
     if isinstance(request, ag_ui.RunAgentInput):
         thread_id, run_id = request.thread_id, request.run_id
     state = await ag_ui.initial_state(services.store, run.conversation_id, run.id)
+    state["conversationToken"] = token
     frames = ag_ui.frames(events, ag_ui.Translator(thread_id, run_id, state))
     return _response(frames, services, headers)
 
@@ -154,7 +182,7 @@ async def stream_run(
 ) -> EventSourceResponse:
     """`GET /api/chat/runs/{run_id}/events` in a front-end protocol: the run after
     `after_seq`. A replay names the run by Parley's ids (threadId = conversation id)."""
-    conversation_id = await _conversation_of(services, run_id)
+    conversation_id = await conversation_of_run(services, run_id)
     events = services.runs.follow(run_id, after_seq)
     if protocol == "ai-sdk":
         translator = ai_sdk.Translator(run_id, conversation_id, resumed=after_seq > 0)
@@ -164,18 +192,8 @@ async def stream_run(
     return _response(frames, services, {})
 
 
-async def _conversation_of(services: Services, run_id: str) -> str:
-    run = services.runs.active.get(run_id)
-    if run is not None:
-        return run.conversation_id
-    record = await services.store.get_run(run_id)
-    if record is None:
-        raise RunNotFound(run_id)
-    return record.conversation_id
-
-
 def _response(frames: Any, services: Services, headers: dict[str, str]) -> EventSourceResponse:
-    return EventSourceResponse(
+    return RunEventSource(
         frames,
         ping=services.settings.sse_ping_seconds,
         sep="\n",  # AG-UI's reader splits frames on a blank line of "\n\n" only

@@ -4,6 +4,7 @@ The request is AG-UI's `RunAgentInput`; the stream, one `data:` JSON event a fra
 
 - `RUN_STARTED` (the input's threadId and runId echoed), then `STATE_SNAPSHOT` of
   Parley's shared state: `{conversationId, runId, memory: {scope: {key: value}}, lead}`
+  (and, on a new turn, `conversationToken`: the token that continues the conversation)
 - `STEP_STARTED` / `STEP_FINISHED` around each agent's part of the reply
 - `TEXT_MESSAGE_START` / `_CONTENT` / `_END` (messageId = Parley's message id,
   `name` = the agent)

@@ -131,9 +131,16 @@ def _text(value: Any) -> str:
 class Translator:
     """Turns a run's events, in order, into UI message stream parts."""
 
-    def __init__(self, run_id: str, conversation_id: str, resumed: bool = False) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        conversation_id: str,
+        resumed: bool = False,
+        conversation_token: str | None = None,
+    ) -> None:
         self.run_id = run_id
         self.conversation_id = conversation_id
+        self.conversation_token = conversation_token
         self.started = resumed  # a resumed stream does not start the message again
         self.step_open = False
         self.text_parts: dict[str, str] = {}  # message id -> open text part id
@@ -246,6 +253,8 @@ class Translator:
         }
         if isinstance(event, RunQueued):
             metadata |= {"status": "queued", "queuePosition": event.position}
+        if self.conversation_token:
+            metadata["conversationToken"] = self.conversation_token
         return {"type": "start", "messageId": self.run_id, "messageMetadata": metadata}
 
     def _metadata(self, **fields: Any) -> Part:

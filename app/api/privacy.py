@@ -1,0 +1,33 @@
+"""A visitor's data: everything stored about their conversation, as one JSON document.
+(Erasing it is `DELETE /api/chat/history/{conversation_id}`.)"""
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.agents import AGENTS
+from app.api.deps import ServicesDep
+from app.api.errors import ApiError
+from app.security import ChatCallerDep
+from app.store.export import export_conversation
+
+router = APIRouter(prefix="/api/chat", tags=["chat"])
+
+
+@router.get(
+    "/history/{conversation_id}/export",
+    responses={200: {"description": "The conversation's data as JSON (an attachment)."}},
+)
+async def export(conversation_id: str, services: ServicesDep, caller: ChatCallerDep) -> Any:
+    """Everything stored about the conversation: the conversation, its messages, its runs
+    with their events, shared memory, lead, agents' saved state, tool logs, approvals
+    and agent-to-agent messages."""
+    services.security.require_conversation(caller, conversation_id)
+    document = await export_conversation(services.store, conversation_id, list(AGENTS))
+    if document is None:
+        raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
+    filename = f"parley-conversation-{conversation_id[:64]}.json"
+    return JSONResponse(
+        document, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
