@@ -85,3 +85,18 @@ def test_replay_keeps_text_and_tool_events_in_order() -> None:
     ]
     resumed = replay([r for r in rows if r.seq > 1], 1)
     assert "".join(e.delta for e in resumed if e.type == "message.delta") == "check. Done."
+
+
+async def test_tool_arguments_are_held_to_their_model() -> None:
+    from agentscope.tool import ToolChunk
+
+    from app.engine.tool_base import ToolRefused
+    from app.engine.tools import TOOLS, _checked
+
+    async def schedule(**_: object) -> ToolChunk:
+        return ToolChunk(content=[])
+
+    checked = _checked(TOOLS["send_marketing_proposal"], schedule)
+    with pytest.raises(ToolRefused, match="summary"):
+        await checked(summary="x" * 5000)
+    assert isinstance(await checked(summary="A short proposal"), ToolChunk)

@@ -145,13 +145,27 @@ def tool_catalogue(spec: AgentSpec) -> list[dict[str, Any]]:
     return tools
 
 
+def _checked(tool: ToolDef, function: ToolFunction) -> ToolFunction:
+    """Hold the model to the tool's argument model (sizes included): AgentScope repairs
+    argument types but does not validate them."""
+
+    async def call(**arguments: Any) -> ToolChunk:
+        try:
+            tool.args.model_validate(arguments)
+        except ValidationError as exc:
+            raise ToolRefused(describe_errors(exc)) from None
+        return await function(**arguments)
+
+    return call
+
+
 def build_toolkit(
     spec: AgentSpec, handoffs: bool = True, needs_approval: frozenset[str] = frozenset()
 ) -> Toolkit:
     """The agent's toolkit; it holds no run state, so one serves every run."""
     tools = [
         FunctionTool(
-            TOOLS[name].make(spec.name),
+            _checked(TOOLS[name], TOOLS[name].make(spec.name)),
             name=name,
             description=TOOLS[name].description,
             input_schema=TOOLS[name].schema,
