@@ -29,13 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 from sse_starlette import ServerSentEvent
 
+from app.api.protocols.framing import sse_frames
 from app.engine.events import (
     AgentStarted,
     ApprovalRequested,
     ApprovalResolved,
     Event,
     Handoff,
-    Heartbeat,
     LeadUpdated,
     MemoryUpdated,
     MessageCompleted,
@@ -315,15 +315,6 @@ def encode(event: AgUiEvent) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-async def frames(
-    events: AsyncIterator[Event], translator: Translator
-) -> AsyncIterator[ServerSentEvent]:
-    """SSE frames of the AG-UI events; the last frame of each event carries its id."""
-    async for event in events:
-        if isinstance(event, Heartbeat):
-            yield ServerSentEvent(comment=f"heartbeat {event.status}", sep="\n")
-            continue
-        out = translator.translate(event)
-        for index, item in enumerate(out):
-            last = index == len(out) - 1
-            yield ServerSentEvent(data=encode(item), id=event.sse_id if last else None, sep="\n")
+def frames(events: AsyncIterator[Event], translator: Translator) -> AsyncIterator[ServerSentEvent]:
+    """SSE frames of the AG-UI events of each event."""
+    return sse_frames(events, translator.translate, encode)

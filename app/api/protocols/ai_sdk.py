@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
 from sse_starlette import ServerSentEvent
 
+from app.api.protocols.framing import sse_frames
 from app.engine.events import (
     AgentStarted,
     ApprovalRequested,
@@ -336,15 +337,6 @@ def encode(part: Part | str) -> str:
     return json.dumps(part, ensure_ascii=False, separators=(",", ":"))
 
 
-async def frames(
-    events: AsyncIterator[Event], translator: Translator
-) -> AsyncIterator[ServerSentEvent]:
-    """SSE frames of the parts; the last frame of each event carries its id."""
-    async for event in events:
-        if isinstance(event, Heartbeat):
-            yield ServerSentEvent(comment=f"heartbeat {event.status}", sep="\n")
-            continue
-        parts = translator.translate(event)
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            yield ServerSentEvent(data=encode(part), id=event.sse_id if last else None, sep="\n")
+def frames(events: AsyncIterator[Event], translator: Translator) -> AsyncIterator[ServerSentEvent]:
+    """SSE frames of the parts of each event."""
+    return sse_frames(events, translator.translate, encode)
