@@ -1,10 +1,10 @@
 """Event fan-out: every consumer of a run reads the same log through a bus."""
 
-from app.bus.base import Bus, ConversationLock
+from app.bus.base import Bus, BusUnavailable, ConversationLock
 from app.bus.memory import InProcessBus
 from app.config import Settings
 
-__all__ = ["Bus", "ConversationLock", "InProcessBus", "open_bus"]
+__all__ = ["Bus", "BusUnavailable", "ConversationLock", "InProcessBus", "open_bus"]
 
 
 async def open_bus(settings: Settings) -> Bus:

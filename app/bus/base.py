@@ -6,6 +6,10 @@ from typing import Protocol
 from app.engine.events import Event
 
 
+class BusUnavailable(Exception):
+    """The bus could not take an event (e.g. Redis is unreachable)."""
+
+
 class Subscription(Protocol):
     def __aiter__(self) -> AsyncIterator[Event | dict]: ...
 
@@ -14,6 +18,9 @@ class Subscription(Protocol):
 
 class Bus(Protocol):
     name: str
+    # Whether publishing can fail (a remote bus); runs then keep their own copy of
+    # their events so that local followers still reach the end of a cut turn.
+    can_fail: bool
 
     async def publish(self, event: Event) -> None:
         """Append an event to its run's log and wake every follower."""

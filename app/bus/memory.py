@@ -68,6 +68,7 @@ class InProcessBus:
     """Keeps live and recently finished runs in memory; finished logs expire after a TTL."""
 
     name = "memory"
+    can_fail = False
 
     def __init__(self, finished_ttl_seconds: float = 900.0, watcher_backlog: int = 10_000) -> None:
         self._logs: dict[str, RunLog] = {}

@@ -29,8 +29,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError, RedisError, ResponseError
 
+from app.bus.base import BusUnavailable
 from app.bus.memory import Watch
 from app.engine.events import Event, parse_event
 
@@ -116,6 +120,7 @@ class RedisConversationLock:
 
 class RedisBus:
     name = "redis"
+    can_fail = True
 
     def __init__(
         self,
@@ -161,6 +166,9 @@ class RedisBus:
             timeout=POOL_WAIT_SECONDS,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,  # above FOLLOW_BLOCK_MS
             health_check_interval=30,
+            # A pooled connection to a Redis that restarted fails once: retry on a new one.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         await self.redis.ping()
@@ -210,6 +218,9 @@ class RedisBus:
                     raise
                 # Published already (a run closed by two restarting replicas at once).
                 log.info("event %s of run %s was already published", event.seq, event.run_id)
+            except RedisError as exc:
+                self._publish_locks.pop(event.run_id, None)
+                raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if event.is_terminal:
             self._publish_locks.pop(event.run_id, None)
 

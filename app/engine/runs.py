@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from agentscope.state import AgentState
 
-from app.bus import Bus, ConversationLock
+from app.bus import Bus, BusUnavailable, ConversationLock
 from app.config import Settings
 from app.engine.events import (
     AnyEvent,
@@ -94,6 +94,11 @@ class Run:
         self.last_emit_at = time.monotonic()
         self.turn_task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
+        # Every event the run published, for its followers in this process should the bus
+        # fail (bus_failed): from then on they read the run's events from here.
+        self.events: list[Event] = []
+        self.bus_failed = asyncio.Event()
+        self._published = asyncio.Event()
         self._started_at = time.monotonic()
         self._bus = bus
 
@@ -113,7 +118,33 @@ class Run:
             self.durable_events.append(durable(event))
             for reply in self.replies:
                 reply.interrupted = True
-        await self._bus.publish(event)
+        if not self.bus_failed.is_set():
+            try:
+                await self._bus.publish(event)
+            except BusUnavailable as exc:
+                # The turn ends (bus_unavailable); its events stay with the run, for its
+                # followers here and for the store.
+                log.warning("run %s: the bus failed (%s)", self.id, exc)
+                self.bus_failed.set()
+                if self.turn_task is not None and not self.turn_task.done():
+                    self.turn_task.cancel()
+        if self._bus.can_fail:
+            self.events.append(event)
+            published, self._published = self._published, asyncio.Event()
+            published.set()
+
+    async def follow_here(self, after_seq: int) -> AsyncIterator[Event]:
+        """The run's events after `after_seq` from the run itself, to its terminal event."""
+        index = 0
+        while True:
+            while index < len(self.events):
+                event = self.events[index]
+                index += 1
+                if event.seq > after_seq:
+                    yield event
+                    if event.is_terminal:
+                        return
+            await self._published.wait()
 
     async def announce(self, frame: dict) -> None:
         """Tell the conversation's watchers about a change that is not a run event."""
@@ -449,6 +480,8 @@ class RunManager:
             heartbeat.cancel()
         if run.stop_requested:
             return await self._finish_stopped(run)
+        if run.bus_failed.is_set() and run.turn_task.cancelled():
+            return await self._finish_failed(run, self._error_for(BusUnavailable()))
         if (exc := run.turn_task.exception()) is not None:
             log.warning("run %s failed: %r", run.id, exc)
             error = (
@@ -507,6 +540,12 @@ class RunManager:
 
     @classmethod
     def _error_for(cls, exc: BaseException) -> ErrorInfo:
+        if isinstance(exc, BusUnavailable):
+            return ErrorInfo(
+                code="bus_unavailable",
+                message="The server lost its connection to the event bus, so this reply was "
+                "cut; the partial reply is kept. Please send the message again in a moment.",
+            )
         if isinstance(exc, StoreUnavailable):
             return ErrorInfo(
                 code="store_unavailable",
@@ -623,7 +662,11 @@ class RunManager:
     async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AnyEvent]:
         """Every event of the run after `after_seq`: live from the bus while it is
         held there, else replayed from the store."""
-        live = run_id in self.active or await self.bus.has_run(run_id)
+        if (run := self.active.get(run_id)) is not None:
+            async for event in self._follow_active(run, after_seq):
+                yield event
+            return
+        live = await self.bus.has_run(run_id)
         record = None if live else await self.store.get_run(run_id)
         if not live and record is None:
             raise RunNotFound(run_id)
@@ -647,6 +690,39 @@ class RunManager:
                         yield ending
             return
         for event in replay(await self.store.list_run_events(run_id, after_seq), after_seq):
+            yield event
+
+    async def _follow_active(self, run: Run, after_seq: int) -> AsyncIterator[Event]:
+        """A run this process executes: from the bus, or from the run itself once the bus
+        has failed (then from the last event the bus delivered)."""
+        if not self.bus.can_fail:  # the common case: no race to watch on the hot path
+            async for event in self.bus.follow(run.id, after_seq):
+                yield event
+            return
+        last_seq = after_seq
+        if not run.bus_failed.is_set():
+            events = aiter(self.bus.follow(run.id, after_seq))
+            failed = asyncio.ensure_future(run.bus_failed.wait())
+            try:
+                while True:
+                    following = asyncio.ensure_future(anext(events))
+                    await asyncio.wait({following, failed}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        await asyncio.gather(following, return_exceptions=True)
+                        break
+                    try:
+                        event = following.result()
+                    except StopAsyncIteration:
+                        break  # the run is here: it ends, with its terminal event
+                    yield event
+                    last_seq = event.seq
+                    if event.is_terminal:
+                        return
+            finally:
+                failed.cancel()
+                await events.aclose()  # type: ignore[attr-defined]
+        async for event in run.follow_here(last_seq):
             yield event
 
     async def conversation_events(self, conversation_id: str, runs: int = 50) -> list[AnyEvent]:
