@@ -15,33 +15,15 @@ import httpx
 import pytest
 
 from app.security import issue_token
+from tests.browser import ARTIFACTS, chromium, sync_api
 from tests.server import ServerProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} is missing (Debian: apt-get install chromium)", allow_module_level=True
-    )
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="the playwright package is missing (requirements-dev.txt)"
-)
 Browser = sync_api.Browser
 Page = sync_api.Page
 # Assertions wait for what the server does live: up to 30 s each, on this module only.
 expect = sync_api.Expect()
 expect.set_options(timeout=30_000)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 SHOP = (
     "Hi, I need a new online shop. Our budget is about $15k and we want it live within "
     "2 months. You can reach me at dana@example.com"
@@ -73,11 +55,8 @@ def approval_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import chromium
 from tests.server import ServerProcess
 from tests.test_widget_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     LONG_QUESTION,
     agent_replies,
     expect,
@@ -66,10 +65,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory, shop_origin: str) -> Itera
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
