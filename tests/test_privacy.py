@@ -10,8 +10,17 @@ import httpx
 from app.agents import AGENTS
 from app.config import Settings
 from app.engine.runs import RunManager
+from app.store import Store
 from app.store.export import export_conversation
-from app.store.models import AgentMessage, Approval, RunRecord, SideEffect
+from app.store.models import (
+    AgentMessage,
+    Approval,
+    RunRecord,
+    SideEffect,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from app.store.retention import start_retention
 from tests.inprocess import engine, turn
 
@@ -22,9 +31,10 @@ def settings_in(tmp_path: Path) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
 
 
-async def conversation_with_everything(runs: RunManager) -> tuple[str, str]:
+async def conversation_with_everything(runs: RunManager, hook: Webhook) -> tuple[str, str, str]:
     """A conversation with messages, runs, memory, a lead, tool logs, agent states, an
-    agent-to-agent message, an approval and a side effect; its id and the side effect's key."""
+    agent-to-agent message, an approval, a side effect and a webhook delivery to `hook`;
+    its id, the side effect's key and the delivery's id."""
     events = await turn(runs, SEO)
     conversation_id, run_id = events[0].conversation_id, events[0].run_id
     store, now = runs.store, time.time()
@@ -51,7 +61,13 @@ async def conversation_with_everything(runs: RunManager) -> tuple[str, str]:
             created_at=now,
         )
     )
-    key = f"side-effect-{uuid.uuid4().hex}"
+    key = await add_side_effect(store, conversation_id)
+    delivery_id = await add_delivery(store, hook, conversation_id)
+    return conversation_id, key, delivery_id
+
+
+async def add_side_effect(store: Store, conversation_id: str) -> str:
+    key, now = f"side-effect-{uuid.uuid4().hex}", time.time()
     await store.record_side_effect(
         SideEffect(
             key=key,
@@ -64,13 +80,49 @@ async def conversation_with_everything(runs: RunManager) -> tuple[str, str]:
             updated_at=now,
         )
     )
-    return conversation_id, key
+    return key
+
+
+async def new_webhook(store: Store) -> Webhook:
+    hook = Webhook(
+        id=uuid.uuid4().hex,
+        url="https://hooks.example/parley",
+        events=["lead.qualified"],
+        secret="s3cret",
+        created_at=time.time(),
+    )
+    await store.create_webhook(hook)
+    return hook
+
+
+async def add_delivery(store: Store, hook: Webhook, conversation_id: str) -> str:
+    """A delivery about the conversation that failed once."""
+    now = time.time()
+    delivery = WebhookDelivery(
+        id=uuid.uuid4().hex,
+        webhook_id=hook.id,
+        event_type="lead.qualified",
+        payload={"id": "evt", "type": "lead.qualified", "data": {"email": "ann@example.com"}},
+        conversation_id=conversation_id,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    await store.add_webhook_delivery(delivery)
+    attempt = WebhookAttempt(attempt=1, status_code=500, duration_ms=4.0, at=now)
+    assert await store.record_webhook_attempt(delivery.id, attempt, "pending", now + 30)
+    return delivery.id
 
 
 async def test_export_holds_everything_and_erasure_removes_it(tmp_path: Path) -> None:
     async with engine(settings_in(tmp_path)) as runs:
         store = runs.store
-        conversation_id, effect_key = await conversation_with_everything(runs)
+        hook = await new_webhook(store)
+        conversation_id, effect_key, delivery_id = await conversation_with_everything(runs, hook)
+        # Another visitor's side effect and delivery stay out of this export.
+        other = (await turn(runs, "What services do you offer?"))[0].conversation_id
+        other_key = await add_side_effect(store, other)
+        other_delivery = await add_delivery(store, hook, other)
         exported = await export_conversation(store, conversation_id, list(AGENTS))
         assert exported is not None
         assert exported["conversation"]["id"] == conversation_id
@@ -84,6 +136,14 @@ async def test_export_holds_everything_and_erasure_removes_it(tmp_path: Path) ->
         assert exported["memory"] and exported["lead"]["email"] == "ann@example.com"
         assert set(exported["agent_states"]) == set(AGENTS)
         assert exported["agent_logs"] and exported["approvals"] and exported["agent_messages"]
+        effects = {e["key"]: e for e in exported["side_effects"]}
+        assert effects[effect_key]["result"] == {"contact_id": "1"}
+        assert other_key not in effects
+        assert {e["conversation_id"] for e in effects.values()} == {conversation_id}
+        [delivery] = exported["webhook_deliveries"]
+        assert delivery["id"] == delivery_id != other_delivery
+        assert delivery["conversation_id"] == conversation_id
+        assert [a["status_code"] for a in delivery["attempt_log"]] == [500]
         lead_id = exported["lead"]["id"]
 
         assert await runs.erase(conversation_id)
@@ -102,6 +162,10 @@ async def test_export_holds_everything_and_erasure_removes_it(tmp_path: Path) ->
         assert await store.list_approvals(conversation_id=conversation_id) == []
         assert await store.list_agent_messages(conversation_id) == []
         assert await store.get_side_effect(effect_key) is None
+        assert await store.get_webhook_delivery(delivery_id) is None
+        # The other conversation keeps its own.
+        assert await store.get_side_effect(other_key) is not None
+        assert await store.get_webhook_delivery(other_delivery) is not None
 
 
 async def test_export_over_http_takes_the_conversation_token(client: httpx.AsyncClient) -> None:
@@ -117,7 +181,17 @@ async def test_export_over_http_takes_the_conversation_token(client: httpx.Async
     body = exported.json()
     assert body["conversation"]["id"] == reply["conversation_id"]
     assert body["runs"][0]["id"] == reply["run_id"]
-    assert {"messages", "memory", "lead", "agent_states", "agent_logs", "approvals"} <= set(body)
+    assert {
+        "messages",
+        "memory",
+        "lead",
+        "agent_states",
+        "agent_logs",
+        "approvals",
+        "agent_messages",
+        "side_effects",
+        "webhook_deliveries",
+    } <= set(body)
 
     missing = await client.get(f"/api/chat/history/{uuid.uuid4().hex}/export")
     assert missing.status_code == 404

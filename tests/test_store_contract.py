@@ -416,6 +416,31 @@ async def test_side_effect_ledger(store: Store) -> None:
     )
 
 
+async def test_side_effects_of_a_conversation_oldest_first(store: Store) -> None:
+    c, other = await conversation(store), await conversation(store)
+
+    def effect(key: str, conversation_id: str, at: float) -> SideEffect:
+        return SideEffect(
+            key=key,
+            conversation_id=conversation_id,
+            tool="sync_lead_to_crm",
+            arguments={"email": "ann@example.com"},
+            status="success",
+            result={"contact_id": key},
+            created_at=at,
+            updated_at=at,
+        )
+
+    assert await store.list_side_effects(c.id) == []
+    later, first, tied = effect("k2", c.id, T0 + 1), effect("k3", c.id, T0), effect("k1", c.id, T0)
+    for each in (later, first, tied, effect("k4", other.id, T0)):
+        await store.record_side_effect(each)
+    assert await store.list_side_effects(c.id) == [tied, first, later]
+    await store.delete_conversation(c.id)
+    assert await store.list_side_effects(c.id) == []
+    assert [e.key for e in await store.list_side_effects(other.id)] == ["k4"]
+
+
 async def test_agent_logs_filters_newest_first(store: Store) -> None:
     c = await conversation(store)
     run, _ = await started_run(store, c.id)
@@ -541,6 +566,36 @@ async def test_webhooks_and_deliveries(store: Store) -> None:
     assert await store.delete_webhook(hook.id) is False
     assert await store.get_webhook_delivery(deliveries[0].id) is None
     assert [w.id for w in await store.list_webhooks()] == [later.id]
+
+
+async def test_webhook_deliveries_of_a_conversation(store: Store) -> None:
+    hook, another = webhook(T0), webhook(T0)
+    await store.create_webhook(hook)
+    await store.create_webhook(another)
+    c, other = await conversation(store), await conversation(store)
+    assert await store.list_conversation_webhook_deliveries(c.id) == []
+    ours = [delivery(hook, T0 + 1, c.id), delivery(another, T0, c.id), delivery(hook, T0, c.id)]
+    for each in [*ours, delivery(hook, T0, other.id), delivery(hook, T0)]:
+        await store.add_webhook_delivery(each)
+    attempt = WebhookAttempt(attempt=1, status_code=503, duration_ms=7.0, at=T0 + 5)
+    second = WebhookAttempt(attempt=2, error="timeout", duration_ms=10.0, at=T0 + 9)
+    for each in (attempt, second):
+        assert await store.record_webhook_attempt(ours[0].id, each, "failed", T0 + 9)
+
+    listed = await store.list_conversation_webhook_deliveries(c.id)
+    # Oldest first, of every webhook; deliveries made in one instant in insertion order.
+    assert [d.id for d in listed] == [ours[1].id, ours[2].id, ours[0].id]
+    assert listed[-1].attempt_log == [attempt, second]
+    assert (listed[-1].status, listed[-1].attempts, listed[-1].last_error) == (
+        "failed",
+        2,
+        "timeout",
+    )
+    assert listed[0].attempt_log == [] and listed[0].payload == ours[1].payload
+
+    await store.delete_conversation(c.id)
+    assert await store.list_conversation_webhook_deliveries(c.id) == []
+    assert len(await store.list_conversation_webhook_deliveries(other.id)) == 1
 
 
 async def test_a_webhook_event_is_claimed_once(store: Store) -> None:

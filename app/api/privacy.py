@@ -21,8 +21,9 @@ router = APIRouter(prefix="/api/chat", tags=["chat"])
 )
 async def export(conversation_id: str, services: ServicesDep, caller: ChatCallerDep) -> Any:
     """Everything stored about the conversation: the conversation, its messages, its runs
-    with their events, shared memory, lead, agents' saved state, tool logs, approvals
-    and agent-to-agent messages."""
+    with their events, shared memory, lead, agents' saved state, tool logs, approvals,
+    agent-to-agent messages, the side-effect ledger (business actions taken) and the
+    webhook deliveries about it with their attempts."""
     services.security.require_conversation(caller, conversation_id)
     document = await export_conversation(services.store, conversation_id, list(AGENTS))
     if document is None:

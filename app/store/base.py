@@ -123,6 +123,9 @@ class Store(Protocol):
     async def record_side_effect(self, effect: SideEffect) -> None:
         """Insert or update the ledger entry of an action."""
 
+    async def list_side_effects(self, conversation_id: str) -> list[SideEffect]:
+        """The conversation's ledger entries, oldest first (by `created_at`, then `key`)."""
+
     async def list_agent_logs(
         self,
         conversation_id: str | None = None,
@@ -173,6 +176,13 @@ class Store(Protocol):
     ) -> list[WebhookDelivery]:
         """The webhook's latest `limit` deliveries, newest first (by `created_at`), each
         with its `attempt_log` filled, oldest attempt first."""
+
+    async def list_conversation_webhook_deliveries(
+        self, conversation_id: str
+    ) -> list[WebhookDelivery]:
+        """Every delivery tied to the conversation (its `conversation_id`), of any webhook,
+        oldest first (by `created_at`), each with its `attempt_log` filled, oldest attempt
+        first."""
 
     async def list_pending_webhook_deliveries(self, limit: int = 1000) -> list[WebhookDelivery]:
         """Deliveries whose status is `pending` (to resume after a restart), soonest

@@ -14,8 +14,9 @@ async def export_conversation(
     store: Store, conversation_id: str, agents: list[str]
 ) -> dict[str, Any] | None:
     """The conversation, its messages, runs with their durable events, shared memory,
-    lead, the named agents' saved state, tool logs, approvals and agent-to-agent
-    messages; None when there is no such conversation."""
+    lead, the named agents' saved state, tool logs, approvals, agent-to-agent messages,
+    the side-effect ledger and the webhook deliveries tied to it (with their attempts);
+    None when there is no such conversation."""
     conversation = await store.get_conversation(conversation_id)
     if conversation is None:
         return None
@@ -43,6 +44,11 @@ async def export_conversation(
         ],
         "agent_messages": [
             m.model_dump() for m in await store.list_agent_messages(conversation_id)
+        ],
+        "side_effects": [e.model_dump() for e in await store.list_side_effects(conversation_id)],
+        "webhook_deliveries": [
+            d.model_dump()
+            for d in await store.list_conversation_webhook_deliveries(conversation_id)
         ],
     }
 

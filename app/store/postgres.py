@@ -458,6 +458,13 @@ class PostgresStore:
         row = await self._fetchrow("SELECT * FROM side_effects WHERE key = $1", key)
         return SideEffect(**_fields(row)) if row is not None else None
 
+    async def list_side_effects(self, conversation_id: str) -> list[SideEffect]:
+        rows = await self._fetch(
+            "SELECT * FROM side_effects WHERE conversation_id = $1 ORDER BY created_at, key",
+            conversation_id,
+        )
+        return [SideEffect(**_fields(r)) for r in rows]
+
     async def record_side_effect(self, effect: SideEffect) -> None:
         e = effect
         await self._execute(
@@ -571,6 +578,16 @@ class PostgresStore:
             "ORDER BY created_at DESC, ordinal DESC LIMIT $2",
             webhook_id,
             limit,
+        )
+        return await self._with_attempts([WebhookDelivery(**_fields(r)) for r in rows])
+
+    async def list_conversation_webhook_deliveries(
+        self, conversation_id: str
+    ) -> list[WebhookDelivery]:
+        rows = await self._fetch(
+            "SELECT * FROM webhook_deliveries WHERE conversation_id = $1 "
+            "ORDER BY created_at, ordinal",
+            conversation_id,
         )
         return await self._with_attempts([WebhookDelivery(**_fields(r)) for r in rows])
 

@@ -413,15 +413,14 @@ class SQLiteStore:
     async def get_side_effect(self, key: str) -> SideEffect | None:
         async with self.db.execute("SELECT * FROM side_effects WHERE key = ?", (key,)) as cur:
             row = await cur.fetchone()
-        if row is None:
-            return None
-        return SideEffect(
-            **{
-                **dict(row),
-                "arguments": json.loads(row["arguments"]),
-                "result": json.loads(row["result"]),
-            }
-        )
+        return _side_effect(row) if row is not None else None
+
+    async def list_side_effects(self, conversation_id: str) -> list[SideEffect]:
+        async with self.db.execute(
+            "SELECT * FROM side_effects WHERE conversation_id = ? ORDER BY created_at, key",
+            (conversation_id,),
+        ) as cursor:
+            return [_side_effect(row) for row in await cursor.fetchall()]
 
     async def record_side_effect(self, effect: SideEffect) -> None:
         async with self._transaction() as db:
@@ -602,6 +601,16 @@ class SQLiteStore:
             deliveries = [_delivery(row) for row in await cursor.fetchall()]
         return await self._with_attempts(deliveries)
 
+    async def list_conversation_webhook_deliveries(
+        self, conversation_id: str
+    ) -> list[WebhookDelivery]:
+        async with self.db.execute(
+            "SELECT * FROM webhook_deliveries WHERE conversation_id = ? ORDER BY created_at, rowid",
+            (conversation_id,),
+        ) as cursor:
+            deliveries = [_delivery(row) for row in await cursor.fetchall()]
+        return await self._with_attempts(deliveries)
+
     async def _with_attempts(self, deliveries: list[WebhookDelivery]) -> list[WebhookDelivery]:
         if not deliveries:
             return deliveries
@@ -721,6 +730,16 @@ def _run(row: aiosqlite.Row) -> RunRecord:
 
 def _lead(row: aiosqlite.Row) -> Lead:
     return Lead(**{**dict(row), "fields": json.loads(row["fields"])})
+
+
+def _side_effect(row: aiosqlite.Row) -> SideEffect:
+    return SideEffect(
+        **{
+            **dict(row),
+            "arguments": json.loads(row["arguments"]),
+            "result": json.loads(row["result"]),
+        }
+    )
 
 
 def _approval(row: aiosqlite.Row) -> Approval:

@@ -394,6 +394,18 @@ class SupabaseRestStore:
         row = await self._one("side_effects", "key", key)
         return SideEffect(**row) if row else None
 
+    async def list_side_effects(self, conversation_id: str) -> list[SideEffect]:
+        rows = await self._all(
+            lambda: (
+                self._table("side_effects")
+                .select("*")
+                .eq("conversation_id", conversation_id)
+                .order("created_at")
+                .order("key")
+            )
+        )
+        return [SideEffect(**r) for r in rows]
+
     async def record_side_effect(self, effect: SideEffect) -> None:
         # On a conflict only status, result and updated_at change (when and with what the
         # action was first asked stays); a merging upsert would overwrite every column, so
@@ -500,6 +512,20 @@ class SupabaseRestStore:
                 .order("ordinal", desc=True)
             ),
             limit,
+        )
+        return await self._with_attempts([WebhookDelivery(**r) for r in rows])
+
+    async def list_conversation_webhook_deliveries(
+        self, conversation_id: str
+    ) -> list[WebhookDelivery]:
+        rows = await self._all(
+            lambda: (
+                self._table("webhook_deliveries")
+                .select("*")
+                .eq("conversation_id", conversation_id)
+                .order("created_at")
+                .order("ordinal")
+            )
         )
         return await self._with_attempts([WebhookDelivery(**r) for r in rows])
 
