@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             security=security,
             limits=limits,
             metrics=metrics,
+            shutdown=shutdown,
         )
         try:
             yield

@@ -1,10 +1,11 @@
 """Redis goes away while a conversation is streaming.
 
-The server runs against a Redis of the test's own (a `redis-server` on a free port, never
-the shared one), which the test kills after a few deltas of a streamed turn. The client
-must get a terminal event for the turn within a bounded wait, /health must still answer,
-what was acknowledged must stay in the store, and once Redis is back on the same port a
-new turn must work without restarting the server.
+The server runs against a Redis of the test's own (a `redis-server` on a free port,
+never the shared one), which the test kills after a few deltas of a streamed turn. The
+client must get a terminal event for the turn within a bounded wait, /health must still
+answer (503 `degraded`, the bus in error), what was acknowledged must stay in the store,
+and once Redis is back on the same port a new turn must work without restarting the
+server.
 """
 
 import asyncio
@@ -130,10 +131,14 @@ async def test_a_turn_ends_when_redis_goes_away_and_turns_work_once_it_is_back(
         else:
             assert seen[-1]["type"] == "run.completed"
 
-        # The server still answers.
+        # The server still answers, and says the bus does not.
         health = await http.get("/health")
-        assert health.status_code in (200, 503)
-        assert health.json()["bus"]["backend"] == "redis"
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded"
+        bus = health.json()["bus"]
+        assert (bus["backend"], bus["status"]) == ("redis", "error")
+        assert bus["error"]
+        assert health.json()["store"]["status"] == "ok"
 
         # Everything the client saw is in the store: the visitor's message and what the
         # agent said up to the end, with the run's status.

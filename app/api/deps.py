@@ -6,6 +6,7 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request, WebSocket
 
+from app.api.shutdown import GracefulShutdown
 from app.bus import Bus
 from app.config import Settings
 from app.engine.group import Group
@@ -35,6 +36,7 @@ class Services:
     security: Security
     limits: Limits
     metrics: Metrics
+    shutdown: GracefulShutdown
 
 
 async def get_services(request: Request) -> Services:

@@ -1,13 +1,13 @@
 """Graceful shutdown: on SIGTERM (or Ctrl-C) the running turns end before the server does.
 
 Told to exit, uvicorn closes chat sockets at once (1012) and ends SSE streams, and runs
-the lifespan's shutdown only after that, too late to tell clients how their reply
-ended. So the server takes the signal first: new turns get 503 `shutting_down`, the
-running ones get SHUTDOWN_GRACE_SECONDS to finish, the rest are stopped (`run.stopped`,
-reason `shutdown`, the partial reply kept and resumable from the run's events), every
-stream and socket following a run receives its terminal event, and then uvicorn is
-handed the signal and shuts down as usual (`timeout_graceful_shutdown` in run.py bounds
-what is left). A second signal hands it over at once.
+the lifespan's shutdown only after that, too late to tell clients how their reply ended.
+So the server takes the signal first: new turns get 503 `shutting_down` (and /health 503
+`draining`), the running ones get SHUTDOWN_GRACE_SECONDS to finish, the rest are stopped
+(`run.stopped`, reason `shutdown`, the partial reply kept and resumable from the run's
+events), every stream and socket following a run receives its terminal event, and then
+uvicorn is handed the signal and shuts down as usual (`timeout_graceful_shutdown` in
+run.py bounds what is left). A second signal hands it over at once.
 """
 
 import asyncio
@@ -38,6 +38,12 @@ class GracefulShutdown:
         self._previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def draining(self) -> bool:
+        """Whether the shutdown has begun: new turns are refused and /health answers 503
+        `draining`, so that a load balancer sends new visitors elsewhere."""
+        return self.limits.draining
 
     def install(self) -> None:
         """Take SIGTERM and SIGINT from the handler in place (uvicorn's), which gets them

@@ -44,6 +44,9 @@ class Bus(Protocol):
     async def forget(self, run_id: str) -> None:
         """Drop the run's log (its conversation was erased)."""
 
+    async def ping(self) -> None:
+        """Raise if the bus cannot answer (for /health)."""
+
     async def close(self) -> None:
         """Release connections."""
 

@@ -116,6 +116,9 @@ class InProcessBus:
     async def forget(self, run_id: str) -> None:
         self._logs.pop(run_id, None)
 
+    async def ping(self) -> None:
+        pass  # in process: nothing to reach
+
     async def close(self) -> None:
         self._logs.clear()
 
