@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_redact_pii: bool = True
     retention_days: float = Field(default=0, ge=0)
+    # OpenTelemetry's standard variables: traces are exported only when one is set.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str = "parley"
 
     @field_validator("ollama_host")
     @classmethod

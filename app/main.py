@@ -37,6 +37,7 @@ from app.integrations.setup import build_integrations
 from app.llm.factory import create_provider
 from app.observability.logs import log_finished_run
 from app.observability.metrics import Metrics
+from app.observability.tracing import TracingMiddleware, start_tracing, traces_endpoint
 from app.security import Security, cors_origins
 from app.security.body_limit import BodySizeLimit
 from app.security.limits import Limits
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics = Metrics()
         metrics.watch(runs)
         runs.listeners.append(log_finished_run)
+        tracing = start_tracing(settings)
         limits = Limits.from_settings(
             settings,
             on_reject=lambda limit: metrics.rate_limited.labels(limit).inc(),
@@ -116,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await bus.close()
             await http.aclose()
             await store.close()
+            if tracing is not None:
+                await tracing.shutdown()  # flushes the last spans, runs' included
 
     app = FastAPI(
         title="Parley",
@@ -132,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Request-ID", "X-Run-ID", "X-Conversation-ID", "X-Conversation-Token"],
     )
+    if traces_endpoint(settings):
+        app.add_middleware(TracingMiddleware)  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in (

@@ -31,6 +31,7 @@ from app.engine.events import (
 )
 from app.engine.replay import ReplyDraft, durable, replay
 from app.observability.context import bind_run
+from app.observability.tracing import run_span
 from app.store import Store, StoreUnavailable
 from app.store.models import (
     AgentLog,
@@ -415,32 +416,33 @@ class RunManager:
 
     async def _execute(self, run: Run) -> None:
         bind_run(run.id, run.conversation_id)  # this task's log lines name the run
-        lock = self.bus.conversation_lock(run.conversation_id)
-        locked = False
-        try:
-            await self._turn[run.id].wait()
-            locked = await self._take_conversation(run, lock)
-            if run.stop_requested:
-                outcome = await self._finish_stopped(run)
-            else:
-                outcome = await self._run_turn(run)
-            await self._finish(run, outcome)
-        except Exception as exc:  # the run must always end with a terminal event
-            if isinstance(exc, StoreUnavailable):
-                log.warning("run %s failed: %s", run.id, exc)
-            else:
-                log.exception("run %s crashed", run.id)
-            await self._finish(run, await self._finish_failed(run, self._error_for(exc)))
-        finally:
+        with run_span(run):  # and its spans: its tool calls are children of its span
+            lock = self.bus.conversation_lock(run.conversation_id)
+            locked = False
             try:
-                if locked:
-                    await lock.release()
-                await self.bus.release(run.id)
-            except Exception:
-                log.exception("could not release run %s", run.id)
-            self._advance_queue(run)
-            self.active.pop(run.id, None)
-            run.done.set()
+                await self._turn[run.id].wait()
+                locked = await self._take_conversation(run, lock)
+                if run.stop_requested:
+                    outcome = await self._finish_stopped(run)
+                else:
+                    outcome = await self._run_turn(run)
+                await self._finish(run, outcome)
+            except Exception as exc:  # the run must always end with a terminal event
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("run %s failed: %s", run.id, exc)
+                else:
+                    log.exception("run %s crashed", run.id)
+                await self._finish(run, await self._finish_failed(run, self._error_for(exc)))
+            finally:
+                try:
+                    if locked:
+                        await lock.release()
+                    await self.bus.release(run.id)
+                except Exception:
+                    log.exception("could not release run %s", run.id)
+                self._advance_queue(run)
+                self.active.pop(run.id, None)
+                run.done.set()
 
     async def _take_conversation(self, run: Run, lock: ConversationLock) -> bool:
         """Wait until no replica runs a turn of this conversation; False if the run was

@@ -24,6 +24,7 @@ from app.engine.tool_base import (
     result,
     schema_of,
 )
+from app.observability.tracing import traced_tool
 
 ALLOW = PermissionDecision(behavior=PermissionBehavior.ALLOW, message="A server-side tool.")
 ASK = PermissionDecision(
@@ -165,7 +166,7 @@ def build_toolkit(
     """The agent's toolkit; it holds no run state, so one serves every run."""
     tools = [
         FunctionTool(
-            _checked(TOOLS[name], TOOLS[name].make(spec.name)),
+            traced_tool(name, spec.name, _checked(TOOLS[name], TOOLS[name].make(spec.name))),
             name=name,
             description=TOOLS[name].description,
             input_schema=TOOLS[name].schema,
@@ -177,7 +178,7 @@ def build_toolkit(
     if handoffs:
         tools += [
             FunctionTool(
-                _transfer(target),
+                traced_tool(f"transfer_to_{target}", spec.name, _transfer(target)),
                 name=f"transfer_to_{target}",
                 description=transfer_description(target),
                 input_schema=TRANSFER_SCHEMA,
