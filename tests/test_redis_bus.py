@@ -74,7 +74,7 @@ async def test_a_run_followed_on_another_replica_from_any_seq(
 
 
 async def _collect(bus: RedisBus, run_id: str, after_seq: int) -> list[Event]:
-    return [event async for event in bus.follow(run_id, after_seq)]
+    return [event async for batch in bus.follow(run_id, after_seq) for event in batch]
 
 
 async def test_streams_are_capped_and_expire(prefix: str) -> None:

@@ -126,7 +126,7 @@ async def chat_stream(
     body = protocols.native_request(payload)
     run = await submit(services, body, caller)
     return event_stream(
-        services.runs.follow(run.id),
+        services.runs.follow_batches(run.id),
         services.settings.sse_ping_seconds,
         headers={
             "X-Run-ID": run.id,
@@ -160,7 +160,9 @@ async def run_events(
     seen = after_seq if after_seq is not None else parse_last_event_id(last_event_id, run_id)
     if protocol not in (None, "parley"):
         return await protocols.stream_run(protocol, run_id, seen, services)
-    return event_stream(services.runs.follow(run_id, seen), services.settings.sse_ping_seconds)
+    return event_stream(
+        services.runs.follow_batches(run_id, seen), services.settings.sse_ping_seconds
+    )
 
 
 @router.post("/runs/{run_id}/stop", response_model=StopReply)

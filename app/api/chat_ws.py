@@ -19,6 +19,7 @@ are registered, connecting takes `?site_key=` and an allowed `Origin`.
 import asyncio
 import json
 import logging
+from collections import deque
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -81,7 +82,9 @@ class ChatSocket:
         self.request_id = websocket.scope.get("state", {}).get("request_id")
         self.conversation_id: str | None = None
         self.current_run_id: str | None = None
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=OUTBOX_FRAMES)
+        # Frames waiting for the writer, which sends all of them each time it wakes.
+        self.outbox: deque[str] = deque()
+        self.outbox_ready = asyncio.Event()
         self.forwarders: set[asyncio.Task[None]] = set()
         self.cut = asyncio.Event()  # set when the client reads too slowly to be served
 
@@ -108,14 +111,19 @@ class ChatSocket:
             return
 
     async def _write(self) -> None:
-        """Send the outbox's frames; a send blocked for SEND_TIMEOUT_SECONDS cuts the
+        """Send the outbox's frames; sends blocked for SEND_TIMEOUT_SECONDS cut the
         socket (a client that stopped reading must not hold its frames forever)."""
         timeout = self.services.settings.send_timeout_seconds
+        outbox, send_text = self.outbox, self.websocket.send_text
         while True:
-            frame = await self.outbox.get()
+            await self.outbox_ready.wait()
+            self.outbox_ready.clear()
             try:
+                # One timer for the frames ready now (a few small ones: a fast reply's
+                # tokens, gathered by the follower's read window).
                 async with asyncio.timeout(timeout):
-                    await self.websocket.send_text(frame)
+                    while outbox:
+                        await send_text(outbox.popleft())
             except TimeoutError:
                 self._cut_slow_reader(f"a send waited {timeout:g}s")
                 return
@@ -128,13 +136,14 @@ class ChatSocket:
             log.info("cut a chat socket whose client stopped reading (%s)", why)
             self.services.metrics.slow_readers.labels("websocket").inc()
 
-    def send(self, frame: dict[str, Any] | str) -> None:
+    def send(self, *frames: dict[str, Any] | str) -> None:
         if self.cut.is_set():
             return
-        try:
-            self.outbox.put_nowait(frame if isinstance(frame, str) else json.dumps(frame))
-        except asyncio.QueueFull:
+        if len(self.outbox) + len(frames) > OUTBOX_FRAMES:
             self._cut_slow_reader(f"{OUTBOX_FRAMES} frames behind")
+            return
+        self.outbox.extend(f if isinstance(f, str) else json.dumps(f) for f in frames)
+        self.outbox_ready.set()
 
     def send_error(self, code: str, message: str, retry_after: int | None = None) -> None:
         frame = {"type": "error", **error_body(code, message, self.request_id)}
@@ -234,8 +243,8 @@ class ChatSocket:
 
     def _forward(self, run_id: str, after_seq: int) -> None:
         async def forward() -> None:
-            async for event in self.services.runs.follow(run_id, after_seq):
-                self.send(event.to_json())
+            async for batch in self.services.runs.follow_batches(run_id, after_seq):
+                self.send(*(event.to_json() for event in batch))
 
         task = asyncio.create_task(forward())
         self.forwarders.add(task)

@@ -3,7 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
@@ -45,12 +45,19 @@ def parse_last_event_id(value: str | None, run_id: str) -> int:
     return int(seq_part)
 
 
+def sse_frame(event: Event) -> str:
+    """One event as an SSE frame (its JSON is one line: no `data:` splitting needed)."""
+    return f"id: {event.sse_id}\r\nevent: {event.type}\r\ndata: {event.to_json()}\r\n\r\n"
+
+
 def event_stream(
-    events: AsyncIterator[Event], ping_seconds: int, headers: dict[str, str] | None = None
+    batches: AsyncIterator[list[Event]], ping_seconds: int, headers: dict[str, str] | None = None
 ) -> EventSourceResponse:
-    async def frames() -> AsyncIterator[ServerSentEvent]:
-        async for event in events:
-            yield ServerSentEvent(data=event.to_json(), event=event.type, id=event.sse_id)
+    """A run's events as SSE, each batch of events ready together in one write."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for batch in batches:
+            yield "".join(map(sse_frame, batch)).encode()
 
     return RunEventSource(
         frames(),

@@ -1,5 +1,7 @@
 """The bus protocol: publish a run's events, follow them from any sequence number."""
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -25,8 +27,9 @@ class Bus(Protocol):
     async def publish(self, event: Event) -> None:
         """Append an event to its run's log and wake every follower."""
 
-    def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
-        """Yield the run's events after `after_seq`, then live ones, until the terminal one."""
+    def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
+        """Yield the run's events after `after_seq`, then live ones, until the terminal
+        one, in batches: every event ready when the follower reads (see `ReadPacer`)."""
 
     def watch(self, conversation_id: str) -> "Subscription":
         """Every event of the conversation's runs from the moment of the call, and the
@@ -69,6 +72,35 @@ class Bus(Protocol):
 
     def on_stop_request(self, handler: Callable[[str, str], None]) -> None:
         """Call `handler(run_id, reason)` when another replica asks for a stop."""
+
+
+# A follower of a reply faster than this reads its tokens at most once per window: a
+# fast reply then reaches its client a few tokens at a time, one write for several,
+# instead of one write (and one wake-up) per token. A reply at a model's usual pace
+# (a token every 10 ms or more) is read, and sent, token by token as it comes, and
+# other events (a run's start, tools, the end) are never held.
+FOLLOW_WINDOW_SECONDS = 0.005
+
+
+class ReadPacer:
+    """Spaces a follower's reads of reply tokens by FOLLOW_WINDOW_SECONDS when they
+    come faster than that; otherwise never waits."""
+
+    def __init__(self, window: float = FOLLOW_WINDOW_SECONDS) -> None:
+        self.window = window
+        self.last_tokens_read = float("-inf")
+
+    async def pace(self, batch: list[Event]) -> None:
+        """Call after each batch read: when it ended with a token that came less than a
+        window after the previous tokens read, wait out the window, so that the next
+        read finds the tokens made meanwhile ready together."""
+        if batch[-1].type != "message.delta":
+            return
+        now = time.monotonic()
+        if now - self.last_tokens_read < self.window:
+            await asyncio.sleep(self.window)
+            now = time.monotonic()
+        self.last_tokens_read = now
 
 
 class ConversationLock(Protocol):

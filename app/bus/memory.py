@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+from app.bus.base import ReadPacer
 from app.engine.events import Event
 
 
@@ -23,13 +24,18 @@ class RunLog:
             self._appended.set()
             self._appended = None
 
-    async def follow(self, after_seq: int) -> AsyncIterator[Event]:
+    async def follow(self, after_seq: int) -> AsyncIterator[list[Event]]:
         index = max(after_seq, 0)
+        pacer = ReadPacer()
         while True:
-            while index < len(self.events):
-                event = self.events[index]
-                index += 1
-                yield event
+            if index < len(self.events):
+                batch = self.events[index:]
+                index += len(batch)
+                yield batch
+                if batch[-1].is_terminal:
+                    return
+                await pacer.pace(batch)
+                continue
             if self.closed:
                 return
             if self._appended is None:
@@ -85,14 +91,17 @@ class InProcessBus:
         if event.is_terminal:
             asyncio.get_running_loop().call_later(self._ttl, self._logs.pop, event.run_id, None)
 
-    def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+    def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
         log = self._logs.get(run_id)
         if log is None:
             log = self._logs[run_id] = RunLog()
         return log.follow(after_seq)
 
     def _deliver(self, conversation_id: str, frame: Event | dict) -> None:
-        for queue in list(self._watchers.get(conversation_id, ())):
+        watchers = self._watchers.get(conversation_id)
+        if not watchers:
+            return  # the common case, on every token: nobody watches the conversation
+        for queue in list(watchers):
             if queue.qsize() >= self._backlog:
                 # A watcher this far behind is cut rather than let to hold memory.
                 self._watchers[conversation_id].discard(queue)

@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError, RedisError, ResponseError
 
-from app.bus.base import BusUnavailable
+from app.bus.base import BusUnavailable, ReadPacer
 from app.bus.memory import Watch
 from app.engine.events import Event, parse_event
 
@@ -224,20 +224,25 @@ class RedisBus:
         if event.is_terminal:
             self._publish_locks.pop(event.run_id, None)
 
-    async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+    async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
         tail = self._tails.get(run_id)
         if tail is None:
             tail = self._tails[run_id] = _Tail()
             await self._nudge()
         tail.followers += 1
+        pacer = ReadPacer()
         try:
             index = 0
             while True:
-                while index < len(tail.events):
-                    event = tail.events[index]
-                    index += 1
-                    if event.seq > after_seq:
-                        yield event
+                if index < len(tail.events):
+                    batch = [e for e in tail.events[index:] if e.seq > after_seq]
+                    index = len(tail.events)
+                    if batch:
+                        yield batch
+                        if batch[-1].is_terminal:
+                            return
+                        await pacer.pace(batch)
+                    continue
                 if tail.finished:
                     return
                 await tail.wait()

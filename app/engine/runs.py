@@ -367,9 +367,9 @@ class RunManager:
         """Wait for a run another replica executes to end; its status then."""
         try:
             async with asyncio.timeout(REMOTE_STOP_WAIT_SECONDS):
-                async for event in self.bus.follow(run_id):
-                    if event.is_terminal:
-                        return TERMINAL_STATUS[event.type]
+                async for batch in self.bus.follow(run_id):
+                    if batch[-1].is_terminal:
+                        return TERMINAL_STATUS[batch[-1].type]
         except TimeoutError:
             log.warning("run %s did not end within %gs of a stop", run_id, REMOTE_STOP_WAIT_SECONDS)
         record = await self.store.get_run(run_id)
@@ -662,11 +662,18 @@ class RunManager:
     # Reading
 
     async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AnyEvent]:
-        """Every event of the run after `after_seq`: live from the bus while it is
+        """Every event of the run after `after_seq`, one at a time (see `follow_batches`)."""
+        async for batch in self.follow_batches(run_id, after_seq):
+            for event in batch:
+                yield event  # type: ignore[misc]
+
+    async def follow_batches(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
+        """Every event of the run after `after_seq`, in batches of the events ready
+        together (a stream writes each batch at once): live from the bus while it is
         held there, else replayed from the store."""
         if (run := self.active.get(run_id)) is not None:
-            async for event in self._follow_active(run, after_seq):
-                yield event
+            async for batch in self._follow_active(run, after_seq):
+                yield batch
             return
         live = await self.bus.has_run(run_id)
         record = None if live else await self.store.get_run(run_id)
@@ -678,9 +685,9 @@ class RunManager:
             and record.status in ("queued", "running")
             and await self.bus.is_claimed(run_id)
         ):
-            async for event in self.bus.follow(run_id, after_seq):
-                yield event  # type: ignore[misc]
-                if event.is_terminal:
+            async for batch in self.bus.follow(run_id, after_seq):
+                yield batch
+                if batch[-1].is_terminal:
                     return
             # The log ended without its terminal event: the replica executing the run
             # died. Close the run, so that this client and the next get an ending.
@@ -689,43 +696,43 @@ class RunManager:
                 if not await self.bus.is_claimed(run_id):
                     ending = await self._close_abandoned(record)
                     if ending.seq > after_seq:
-                        yield ending
+                        yield [ending]
             return
-        for event in replay(await self.store.list_run_events(run_id, after_seq), after_seq):
-            yield event
+        if events := replay(await self.store.list_run_events(run_id, after_seq), after_seq):
+            yield events  # type: ignore[misc]
 
-    async def _follow_active(self, run: Run, after_seq: int) -> AsyncIterator[Event]:
+    async def _follow_active(self, run: Run, after_seq: int) -> AsyncIterator[list[Event]]:
         """A run this process executes: from the bus, or from the run itself once the bus
         has failed (then from the last event the bus delivered)."""
         if not self.bus.can_fail:  # the common case: no race to watch on the hot path
-            async for event in self.bus.follow(run.id, after_seq):
-                yield event
+            async for batch in self.bus.follow(run.id, after_seq):
+                yield batch
             return
         last_seq = after_seq
         if not run.bus_failed.is_set():
-            events = aiter(self.bus.follow(run.id, after_seq))
+            batches = aiter(self.bus.follow(run.id, after_seq))
             failed = asyncio.ensure_future(run.bus_failed.wait())
             try:
                 while True:
-                    following = asyncio.ensure_future(anext(events))
+                    following = asyncio.ensure_future(anext(batches))
                     await asyncio.wait({following, failed}, return_when=asyncio.FIRST_COMPLETED)
                     if not following.done():
                         following.cancel()
                         await asyncio.gather(following, return_exceptions=True)
                         break
                     try:
-                        event = following.result()
+                        batch = following.result()
                     except StopAsyncIteration:
                         break  # the run is here: it ends, with its terminal event
-                    yield event
-                    last_seq = event.seq
-                    if event.is_terminal:
+                    yield batch
+                    last_seq = batch[-1].seq
+                    if batch[-1].is_terminal:
                         return
             finally:
                 failed.cancel()
-                await events.aclose()  # type: ignore[attr-defined]
+                await batches.aclose()  # type: ignore[attr-defined]
         async for event in run.follow_here(last_seq):
-            yield event
+            yield [event]
 
     async def conversation_events(self, conversation_id: str, runs: int = 50) -> list[AnyEvent]:
         """Every event of the conversation's latest runs, in order: live runs from the bus
