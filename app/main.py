@@ -1,7 +1,7 @@
 """create_app(settings): the one place where the server's parts are wired together."""
 
+import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +30,7 @@ from app.api.request_id import RequestIdMiddleware
 from app.api.shutdown import GracefulShutdown
 from app.bus import open_bus
 from app.config import Settings
+from app.engine.agentscope_factories import millisecond_timestamps, process_unique_ids
 from app.engine.group import Group
 from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
@@ -50,8 +51,8 @@ log = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    # AgentScope gives every streamed event an id; uuid4 is the costly part of that.
-    agentscope.set_id_factory(lambda: os.urandom(16).hex())
+    agentscope.set_id_factory(process_unique_ids())
+    agentscope.set_timestamp_factory(millisecond_timestamps())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +106,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics=metrics,
             shutdown=shutdown,
         )
+        # What start-up made (modules, schemas, agent specs) lives as long as the process:
+        # frozen, the collector stops walking it on every full collection, which a
+        # streamed reply's many small objects otherwise trigger again and again.
+        gc.freeze()
         try:
             yield
         finally:
