@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead of measuring, profile Parley under each load (see bench/README.md)",
     )
+    parser.add_argument(
+        "--transport", choices=("sse", "ws"), default="sse", help="what --profile streams over"
+    )
     return parser.parse_args(argv)
 
 
@@ -61,6 +64,8 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--only", *args.only]
     if args.profile:
         words.append("--profile")
+        if args.transport != "sse":
+            words += ["--transport", args.transport]
     return " ".join(words)
 
 
@@ -94,7 +99,9 @@ async def main_async(args: argparse.Namespace) -> dict:
 async def profile_async(args: argparse.Namespace) -> None:
     plan = QUICK if args.quick else FULL
     async with asyncio.timeout(BUDGET_SECONDS[plan.name]):
-        written = await profile.profile_parley(plan, args.out / "profiles", args.only or SCENARIOS)
+        written = await profile.profile_parley(
+            plan, args.out / "profiles", args.only or SCENARIOS, args.transport
+        )
     for path in written:
         print(f"== {path}\n" + "\n".join(path.read_text().splitlines()[:40]) + "\n")
 

@@ -196,15 +196,17 @@ def summarise_memory(snapshot: Path, streams: int, top: int = 30) -> str:
     )
 
 
-# The loads profiled: each scenario's load on Parley alone, over SSE.
+# The loads profiled: each scenario's load on Parley alone, over SSE or WebSocket.
 
 
-async def profile_parley(plan: Plan, folder: Path, names: Sequence[str]) -> list[Path]:
-    """Profile Parley under the load of each named scenario; the summaries written.
-    `folder` must exist."""
+async def profile_parley(
+    plan: Plan, folder: Path, names: Sequence[str], transport: str = "sse"
+) -> list[Path]:
+    """Profile Parley under the load of each named scenario, streamed over `transport`;
+    the summaries written. `folder` must exist."""
     if py_spy() is None and set(names) - {"idle_stream_memory"}:
         raise RuntimeError("py-spy is not installed (pip install -r bench/requirements.txt)")
-    stream = STREAMERS["sse"]
+    stream = STREAMERS[transport]
     paced = TokenSpec(tokens=plan.stream_tokens, interval_ms=plan.stream_interval_ms)
 
     async def sequential(target: Target, spec: TokenSpec, count: int) -> None:
@@ -228,7 +230,7 @@ async def profile_parley(plan: Plan, folder: Path, names: Sequence[str]) -> list
     for name, load in loads.items():
         if name not in names:
             continue
-        folded = folder / f"{name}.folded"
+        folded = folder / f"{name}{'' if transport == 'sse' else '.' + transport}.folded"
         parley = ParleyServer()
         parley.spawn()
         try:
