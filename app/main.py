@@ -5,7 +5,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import agentscope
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,7 +29,7 @@ from app.api.request_id import RequestIdMiddleware
 from app.api.shutdown import GracefulShutdown
 from app.bus import open_bus
 from app.config import Settings
-from app.engine.agentscope_factories import millisecond_timestamps, process_unique_ids
+from app.engine.agentscope_setup import configure_agentscope
 from app.engine.group import Group
 from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
@@ -51,8 +50,7 @@ log = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    agentscope.set_id_factory(process_unique_ids())
-    agentscope.set_timestamp_factory(millisecond_timestamps())
+    configure_agentscope()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -115,6 +115,22 @@ class Group:
         self.needs_approval = frozenset(settings.approval_required_tools)
         self.approvals = ApprovalDesk(store, settings.approval_timeout_seconds)
         self._toolkits: dict[tuple[str, bool], Toolkit] = {}
+        # The agents' configs are the same for every agent and turn: built once, as
+        # ContextConfig derives a JSON schema each time it is made.
+        self._react_config = ReActConfig(
+            max_iters=settings.agent_max_iters,
+            # Let a stop cancel the run's task for real, after AgentScope has closed
+            # its own bookkeeping.
+            interruption_raise_cancelled_error=True,
+        )
+        self._injection_config = InjectionConfig(inject_runtime_state=False)
+        # Past CONTEXT_TRIGGER_RATIO of the model's context size (OLLAMA_NUM_CTX or
+        # LLM_CONTEXT_SIZE), older turns are summarised, or dropped if that fails, so
+        # a long conversation never overflows the model's context.
+        self._context_config = ContextConfig(
+            trigger_ratio=settings.context_trigger_ratio,
+            compression_fallback_to_truncation=True,
+        )
 
     def toolkit(self, spec: AgentSpec, handoffs: bool) -> Toolkit:
         key = (spec.name, handoffs)
@@ -131,20 +147,9 @@ class Group:
             model=self.provider.model,
             toolkit=self.toolkit(spec, handoffs),
             state=state,
-            react_config=ReActConfig(
-                max_iters=self.settings.agent_max_iters,
-                # Let a stop cancel the run's task for real, after AgentScope has
-                # closed its own bookkeeping.
-                interruption_raise_cancelled_error=True,
-            ),
-            injection_config=InjectionConfig(inject_runtime_state=False),
-            # Past CONTEXT_TRIGGER_RATIO of the model's context size (OLLAMA_NUM_CTX or
-            # LLM_CONTEXT_SIZE), older turns are summarised, or dropped if that fails,
-            # so a long conversation never overflows the model's context.
-            context_config=ContextConfig(
-                trigger_ratio=self.settings.context_trigger_ratio,
-                compression_fallback_to_truncation=True,
-            ),
+            react_config=self._react_config,
+            injection_config=self._injection_config,
+            context_config=self._context_config,
         )
 
     async def load_state(self, conversation_id: str, agent: str) -> AgentState | None:
