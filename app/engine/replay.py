@@ -57,7 +57,7 @@ class ReplyDraft:
             data.update(
                 seq=last_seq,
                 delta=text[position : position + segment.length],
-                offsets=[list(o) for o in segment.offsets],
+                offsets=segment.offsets,  # (seq, end) pairs, JSON arrays once stored
             )
             rows.append(StoredEvent(seq=last_seq, type="message.delta", data=data))
             position += segment.length

@@ -34,8 +34,13 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+        if declared.isdigit():
+            if int(declared) > self.max_bytes:
+                await self._refuse(scope, send)
+            else:
+                # The server reads no more than the declared length: nothing to watch,
+                # and a streamed response's sends are not wrapped once more.
+                await self.app(scope, receive, send)
             return
         received = 0
         started = False
