@@ -13,16 +13,17 @@ class RunLog:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.closed = False
-        self._appended: asyncio.Event | None = None  # made only when a follower waits
+        self._waiters: list[asyncio.Future[None]] = []  # one per follower waiting now
 
     def append(self, event: Event) -> None:
         self.events.append(event)
         if event.is_terminal:
             self.closed = True
-        # Wake the followers waiting now; later waiters make a fresh waker.
-        if self._appended is not None:
-            self._appended.set()
-            self._appended = None
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():  # a follower that left has cancelled its own
+                    waiter.set_result(None)
+            self._waiters.clear()
 
     async def follow(self, after_seq: int) -> AsyncIterator[list[Event]]:
         index = max(after_seq, 0)
@@ -38,9 +39,9 @@ class RunLog:
                 continue
             if self.closed:
                 return
-            if self._appended is None:
-                self._appended = asyncio.Event()
-            await self._appended.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
 
 class Watch:

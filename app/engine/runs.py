@@ -667,10 +667,16 @@ class RunManager:
             for event in batch:
                 yield event  # type: ignore[misc]
 
-    async def follow_batches(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
+    def follow_batches(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
         """Every event of the run after `after_seq`, in batches of the events ready
         together (a stream writes each batch at once): live from the bus while it is
         held there, else replayed from the store."""
+        if run_id in self.active and not self.bus.can_fail:
+            # The common case, straight from the bus: no layer between it and the stream.
+            return self.bus.follow(run_id, after_seq)
+        return self._follow_batches(run_id, after_seq)
+
+    async def _follow_batches(self, run_id: str, after_seq: int) -> AsyncIterator[list[Event]]:
         if (run := self.active.get(run_id)) is not None:
             async for batch in self._follow_active(run, after_seq):
                 yield batch
@@ -702,12 +708,8 @@ class RunManager:
             yield events  # type: ignore[misc]
 
     async def _follow_active(self, run: Run, after_seq: int) -> AsyncIterator[list[Event]]:
-        """A run this process executes: from the bus, or from the run itself once the bus
-        has failed (then from the last event the bus delivered)."""
-        if not self.bus.can_fail:  # the common case: no race to watch on the hot path
-            async for batch in self.bus.follow(run.id, after_seq):
-                yield batch
-            return
+        """A run this process executes, on a bus that can fail: from the bus, or from the
+        run itself once the bus has failed (then from the last event the bus delivered)."""
         last_seq = after_seq
         if not run.bus_failed.is_set():
             batches = aiter(self.bus.follow(run.id, after_seq))
