@@ -1,6 +1,7 @@
 """What an agent is: a name, what it is for, its prompt, its tools, who it may hand to."""
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 TEAM_NOTE = (
     " You work in a team of assistants who share one conversation: earlier assistant "
@@ -21,6 +22,6 @@ class AgentSpec:
     tools: tuple[str, ...] = field(default_factory=tuple)
     handoffs: tuple[str, ...] = field(default_factory=tuple)
 
-    @property
+    @cached_property  # one string for every turn's agent
     def prompt(self) -> str:
         return self.system_prompt + TEAM_NOTE

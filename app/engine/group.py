@@ -7,7 +7,10 @@ built for each run from their spec and saved AgentScope state; the chat model cl
 is shared by all of them.
 """
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from agentscope.agent import Agent, ContextConfig, InjectionConfig, ReActConfig
@@ -52,34 +55,60 @@ def hint(text: str) -> Msg:
 class MessageHub:
     """Participants that share what they say. A participant is an agent's memory (its
     AgentScope state): hearing a text message is appending it there, which is what
-    `Agent.observe` does for text, so agents that do not speak in a run are never built."""
+    `Agent.observe` does for text, so agents that do not speak in a run are never built.
+
+    A participant's state is loaded when first needed (it speaks, or the turn saves
+    the states); until then what it hears waits in its inbox, shared, not copied. A
+    turn thus holds one agent's memory while it streams, not the whole team's."""
 
     def __init__(
-        self, participants: dict[str, AgentState], announcement: Msg | None = None
+        self,
+        names: list[str],
+        load: Callable[[str], Awaitable[AgentState]],
+        announcement: Msg | None = None,
+        states: dict[str, AgentState] | None = None,
     ) -> None:
-        self.participants = dict(participants)
+        self.inbox: dict[str, list[Msg]] = {name: [] for name in names}
+        self.states = {} if states is None else states  # the participants loaded so far
         self.announcement = announcement
+        self._load = load
+        self._loading = asyncio.Lock()
 
-    def announce(self) -> None:
-        if self.announcement is not None:
-            self.broadcast(self.announcement)
+    def __contains__(self, name: str) -> bool:
+        return name in self.inbox
 
-    def add(self, name: str, state: AgentState) -> None:
-        self.participants[name] = state
+    async def state(self, name: str) -> AgentState:
+        """The participant's state, loaded on first use and told what it heard meanwhile
+        (after the team's announcement, when its memory is empty)."""
+        async with self._loading:
+            if name not in self.states:
+                state = await self._load(name)
+                if not state.context and self.announcement is not None:
+                    state.context.append(self.announcement.model_copy(deep=True))
+                for msg in self.inbox[name]:
+                    state.context.append(msg.model_copy(deep=True))
+                self.inbox[name].clear()
+                self.states[name] = state
+        return self.states[name]
 
-    def remove(self, name: str) -> None:
-        self.participants.pop(name, None)
+    async def load_all(self) -> dict[str, AgentState]:
+        """Every participant's state, with all it heard: what the turn saves."""
+        for name in self.inbox:
+            await self.state(name)
+        return self.states
 
     def tell(self, name: str, msg: Msg) -> None:
         """One participant hears a message."""
-        if (state := self.participants.get(name)) is not None:
-            state.context.append(msg.model_copy(deep=True))
+        if name in self.states:
+            self.states[name].context.append(msg.model_copy(deep=True))
+        elif name in self.inbox:
+            self.inbox[name].append(msg)
 
     def broadcast(self, msg: Msg, exclude: str | None = None) -> None:
         heard = text_only(msg) if msg.role == "assistant" else msg
         if heard is None:
             return
-        for name in self.participants:
+        for name in self.inbox:
             if name != exclude:
                 self.tell(name, heard)
 
@@ -162,8 +191,10 @@ class Group:
             log.warning("unreadable state of %s in %s; starting afresh", agent, conversation_id)
             return None
 
-    async def open_team(self, run: Run, names: list[str], handoffs: bool = True) -> Team:
-        """Build the named agents from their saved state and seat them in a hub."""
+    @asynccontextmanager
+    async def team(self, run: Run, names: list[str], handoffs: bool = True) -> AsyncIterator[Team]:
+        """Seat the named agents in a hub for the turn; on leaving, every participant's
+        state holds what it heard, for the run to save."""
         ctx = TurnContext(
             run=run,
             store=self.store,
@@ -172,19 +203,23 @@ class Group:
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
         )
         CURRENT_TURN.set(ctx)  # the tools of this run's agents work for this run
-        states: dict[str, AgentState] = {}
-        for name in names:
-            states[name] = await self.load_state(run.conversation_id, name) or AgentState()
-            run.agent_states[name] = states[name]
-        hub = MessageHub(states, announcement([AGENTS[n] for n in names]))
-        if all(not state.context for state in states.values()):
-            hub.announce()
-        await self._deliver_agent_messages(run.conversation_id, hub)
-        return Team(hub, ctx, handoffs)
 
-    def agent(self, team: Team, name: str) -> Agent:
+        async def load(name: str) -> AgentState:
+            return await self.load_state(run.conversation_id, name) or AgentState()
+
+        # The run saves the states the hub loads (all of them by the end of the turn).
+        hub = MessageHub(
+            names, load, announcement([AGENTS[n] for n in names]), states=run.agent_states
+        )
+        await self._deliver_agent_messages(run.conversation_id, hub)
+        try:
+            yield Team(hub, ctx, handoffs)
+        finally:
+            await hub.load_all()
+
+    async def agent(self, team: Team, name: str) -> Agent:
         if name not in team.agents:
-            state = team.hub.participants[name]
+            state = await team.hub.state(name)
             team.agents[name] = self.build_agent(AGENTS[name], state, team.handoffs)
         return team.agents[name]
 
@@ -193,7 +228,7 @@ class Group:
         pending = await self.store.list_agent_messages(conversation_id, undelivered=True)
         delivered = []
         for message in pending:
-            if message.to_agent in hub.participants:
+            if message.to_agent in hub:
                 hub.tell(
                     message.to_agent,
                     hint(f"{message.kind} from {message.from_agent}: {message.content}"),
@@ -221,7 +256,8 @@ class Group:
         final: Msg | None = None
         while True:
             parked: RequireUserConfirmEvent | None = None
-            async for event in self.agent(team, name).reply_stream(inputs, yield_final_msg=True):
+            agent = await self.agent(team, name)
+            async for event in agent.reply_stream(inputs, yield_final_msg=True):
                 if isinstance(event, Msg):
                     final = event
                 elif isinstance(event, RequireUserConfirmEvent):
@@ -230,6 +266,7 @@ class Group:
                     await translator.handle(event)
             if parked is None:
                 break
+            await team.hub.load_all()  # the states are saved while the call waits
             inputs = await self.approvals.ask(run, name, parked)
         await translator.finish()
         if final is not None and share:
@@ -239,7 +276,10 @@ class Group:
     async def run(self, run: Run) -> None:
         """A chat turn: the active agent answers; a handoff lets the next one answer too.
         A run that resumes a decided approval continues the parked reply instead."""
-        team = await self.open_team(run, list(AGENTS))
+        async with self.team(run, list(AGENTS)) as team:
+            await self._converse(run, team)
+
+    async def _converse(self, run: Run, team: Team) -> None:
         inputs: Msg | UserConfirmResultEvent
         if run.resume is not None:
             active = run.resume.agent

@@ -143,28 +143,27 @@ async def run_workflow(group: Group, control: WorkflowControl, run: Run) -> None
             names = [chosen or next(iter(AGENTS))]
         case _:
             names = definition.agents
-    team = await group.open_team(run, names, handoffs=False)
-
-    if definition.workflow_type == "parallel":
-        # Everyone answers the same input at once; they hear each other afterwards.
-        await control.checkpoint(cid)
-        finals = await asyncio.gather(
-            *(group.reply(run, team, name, task, share=False) for name in names)
-        )
-        for name, final in zip(names, finals, strict=True):
-            if final is not None:
-                team.hub.broadcast(final, exclude=name)
-        return
-
-    team.hub.broadcast(task, exclude=names[0])
-    inputs: Msg = task
-    rounds = definition.rounds if definition.workflow_type == "collaborative" else 1
-    for round_number in range(1, rounds + 1):
-        for index, name in enumerate(names):
+    async with group.team(run, names, handoffs=False) as team:
+        if definition.workflow_type == "parallel":
+            # Everyone answers the same input at once; they hear each other afterwards.
             await control.checkpoint(cid)
-            if round_number > 1 or index > 0:
-                inputs = hint(_turn_note(definition.workflow_type, round_number, rounds))
-            await group.reply(run, team, name, inputs)
+            finals = await asyncio.gather(
+                *(group.reply(run, team, name, task, share=False) for name in names)
+            )
+            for name, final in zip(names, finals, strict=True):
+                if final is not None:
+                    team.hub.broadcast(final, exclude=name)
+            return
+
+        team.hub.broadcast(task, exclude=names[0])
+        inputs: Msg = task
+        rounds = definition.rounds if definition.workflow_type == "collaborative" else 1
+        for round_number in range(1, rounds + 1):
+            for index, name in enumerate(names):
+                await control.checkpoint(cid)
+                if round_number > 1 or index > 0:
+                    inputs = hint(_turn_note(definition.workflow_type, round_number, rounds))
+                await group.reply(run, team, name, inputs)
 
 
 def _turn_note(workflow_type: str, round_number: int, rounds: int) -> str:
