@@ -3,7 +3,8 @@
 `POST /stream` answers with sse-starlette, `WS /ws` with FastAPI's WebSocket; both send
 frames shaped like Parley's `message.delta` events (same fields, compact JSON) and end
 with one `run.completed`. `python -m bench.baseline_server --port P` serves it with
-uvicorn in one process, with the same uvicorn settings as Parley in the bench.
+uvicorn in one process, with the same uvicorn settings as Parley in the bench
+(`--workers N`: N worker processes, each calling `create_app`).
 """
 
 import argparse
@@ -95,7 +96,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
+    if args.workers > 1:
+        uvicorn.run(
+            "bench.baseline_server:create_app",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+        return
     uvicorn.run(
         create_app(),
         host=args.host,

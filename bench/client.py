@@ -17,14 +17,14 @@ import base64
 import json
 import os
 import time
+import uuid
 from array import array
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SSE_DELTA = b"event: message.delta"
 SSE_TERMINALS = (b"event: run.completed", b"event: run.failed", b"event: run.stopped")
-SSE_CARRY = max(len(m) for m in (SSE_DELTA, *SSE_TERMINALS)) - 1
 WS_DELTA = b'"type":"message.delta"'
 WS_TERMINALS = (b'"type":"run.completed"', b'"type":"run.failed"', b'"type":"run.stopped"')
 READ_SIZE = 65536
@@ -41,6 +41,36 @@ class Target:
     ws_path: str
 
 
+@dataclass(frozen=True)
+class SseFormat:
+    """What a server's SSE stream looks like to the client: the bytes that mark a text
+    delta, and those that mark each terminal event (with the name it is reported as)."""
+
+    delta: bytes
+    terminals: tuple[tuple[bytes, str], ...]
+
+    @property
+    def carry(self) -> int:
+        """Bytes kept from one read to the next, so that no marker is cut in two."""
+        return max(len(m) for m in (self.delta, *(t for t, _ in self.terminals))) - 1
+
+
+# Parley's events (and the baseline's): `event: <type>` lines.
+PARLEY_SSE = SseFormat(
+    SSE_DELTA, tuple((m, m.decode().removeprefix("event: ")) for m in SSE_TERMINALS)
+)
+# agentscope-runtime's: `data:` lines only, JSON with `"delta":true` on each text delta
+# and a final `response` object whose status says how the run ended.
+PEER_SSE = SseFormat(
+    b'"delta":true',
+    (
+        (b'"object":"response","status":"completed"', "run.completed"),
+        (b'"object":"response","status":"failed"', "run.failed"),
+        (b'"object":"response","status":"canceled"', "run.stopped"),
+    ),
+)
+
+
 @dataclass
 class StreamResult:
     """What one client saw of one streamed reply. Times are `time.perf_counter()`."""
@@ -55,6 +85,7 @@ class StreamResult:
     terminal: str | None = None
     error: str | None = None
     run_id: str | None = None
+    conversation_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,14 +133,28 @@ async def sse_stream(
 ) -> StreamResult:
     """One turn over SSE. With `hold`, the stream is kept open after its first token
     until `hold` is set (idle streams); `first_token_event` is set at the first token."""
+    body = json.dumps({"message": message}).encode()
+    return await sse_post(target, body, PARLEY_SSE, time_limit, first_token_event, hold)
+
+
+async def sse_post(
+    target: Target,
+    body: bytes,
+    framing: SseFormat,
+    time_limit: float,
+    first_token_event: asyncio.Event | None = None,
+    hold: asyncio.Event | None = None,
+) -> StreamResult:
+    """`POST body` to the target's SSE path, reading the stream as `framing` says; the
+    options of `sse_stream`."""
     result = StreamResult(started=time.perf_counter())
     writer: asyncio.StreamWriter | None = None
+    delta, terminals, keep = framing.delta, framing.terminals, framing.carry
 
     async def run() -> None:
         nonlocal writer
         async with asyncio.timeout(time_limit):
             reader, writer = await asyncio.open_connection(target.host, target.port)
-            body = json.dumps({"message": message}).encode()
             head = (
                 f"POST {target.sse_path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
                 "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
@@ -122,6 +167,8 @@ async def sse_stream(
             for line in response.split(b"\r\n"):
                 if line.lower().startswith(b"x-run-id:"):
                     result.run_id = line.split(b":", 1)[1].strip().decode()
+                elif line.lower().startswith(b"x-conversation-id:"):
+                    result.conversation_id = line.split(b":", 1)[1].strip().decode()
             if status != 200:
                 result.error = f"HTTP {status}"
                 return
@@ -133,7 +180,7 @@ async def sse_stream(
                     return
                 now = time.perf_counter()
                 chunk = carry + data if carry else data
-                count = chunk.count(SSE_DELTA)
+                count = chunk.count(delta)
                 if count:
                     first = result.last_token is None
                     result.tokens_arrived(count, now)
@@ -143,10 +190,10 @@ async def sse_stream(
                         if hold is not None:
                             await hold.wait()
                             return
-                for marker in SSE_TERMINALS:
+                for marker, name in terminals:
                     if marker in chunk:
-                        result.terminal = marker.decode().removeprefix("event: ")
-                carry = chunk[-SSE_CARRY:]
+                        result.terminal = name
+                carry = chunk[-keep:]
 
     try:
         return await _guarded(result, run())
@@ -284,6 +331,78 @@ async def ws_stream(
     try:
         return await _guarded(result, run())
     finally:
+        if socket is not None:
+            socket.close()
+
+
+async def peer_stream(
+    target: Target,
+    message: str,
+    time_limit: float,
+    first_token_event: asyncio.Event | None = None,
+    hold: asyncio.Event | None = None,
+) -> StreamResult:
+    """One turn of agentscope-runtime's agent API (`POST /process`, SSE), in a session of
+    its own (its runtime refuses a second concurrent turn of one session, and requests
+    without a session id share one); the options of `sse_stream`."""
+    request = {
+        "input": [{"role": "user", "content": [{"type": "text", "text": message}]}],
+        "session_id": uuid.uuid4().hex,
+        "user_id": "bench",
+    }
+    body = json.dumps(request).encode()
+    return await sse_post(target, body, PEER_SSE, time_limit, first_token_event, hold)
+
+
+async def live_view(
+    target: Target, conversation_id: str, time_limit: float, subscribed: asyncio.Event
+) -> StreamResult:
+    """An operator's live view of a conversation (`WS /api/ws/workflows/{id}`), until the
+    terminal event of the next run. The server subscribes the socket before it sends
+    the snapshot, so `subscribed` is set once the snapshot (the first frame) has come;
+    `sent` is then that time. Tokens are the `message.delta` frames after it, timed like
+    a chat stream's."""
+    result = StreamResult(started=time.perf_counter())
+    socket: RawWebSocket | None = None
+    path = f"/api/ws/workflows/{conversation_id}"
+
+    async def run() -> None:
+        nonlocal socket
+        async with asyncio.timeout(time_limit):
+            socket = await RawWebSocket.connect(replace(target, ws_path=path))
+            snapshot = False
+            while result.terminal is None:
+                frames = await socket.read_frames()
+                if frames is None:
+                    result.error = "closed before the terminal event"
+                    return
+                now = time.perf_counter()
+                buffer, count = socket.buffer, 0
+                for opcode, start, end in frames:
+                    if opcode == 0x1:
+                        if not snapshot:
+                            snapshot, result.sent = True, now
+                            subscribed.set()
+                        elif buffer.find(WS_DELTA, start, end) != -1:
+                            count += 1
+                        elif buffer.find(b'"type":"run.', start, end) != -1:
+                            for marker in WS_TERMINALS:
+                                if buffer.find(marker, start, end) != -1:
+                                    result.terminal = marker.decode().split(":")[1].strip('"')
+                    elif opcode == 0x9:
+                        socket.send(bytes(buffer[start:end]), opcode=0xA)
+                    elif opcode == 0x8:
+                        result.error = "closed by the server"
+                socket.consume()
+                if count:
+                    result.tokens_arrived(count, now)
+                if result.error:
+                    return
+
+    try:
+        return await _guarded(result, run())
+    finally:
+        subscribed.set()  # whatever happened, nobody waits for this viewer any more
         if socket is not None:
             socket.close()
 

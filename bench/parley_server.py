@@ -3,23 +3,34 @@
 `python -m bench.parley_server --port P --data-dir D` builds `app.main.create_app`
 with SQLite under D and serves it with uvicorn in this one process (one worker).
 Only the provider factory is replaced, in this process: runs, bus, store and SSE
-are Parley's own.
+are Parley's own. `--database-url URL` puts the store on Postgres instead;
+`--workers N` (N > 1) has uvicorn start N worker processes, each building the same app
+with `create_bench_app` (uvicorn needs an import string for that), which reads the
+data folder and the database URL from the environment.
 """
 
 import argparse
 import gc
+import os
 import signal
 import tracemalloc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-import app.llm.factory as factory
-from app.config import Settings
-from bench.paced_model import PacedChatModel
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.llm.factory import LLMProvider
+
+# Parley is imported where the app is built, so that with `--workers N` uvicorn's
+# supervisor process stays as small as it is in front of any app.
 
 
-async def paced_provider(settings: Settings, client: object) -> factory.LLMProvider:
+async def paced_provider(settings: "Settings", client: object) -> "LLMProvider":
+    import app.llm.factory as factory
+    from bench.paced_model import PacedChatModel
+
     return factory.LLMProvider(
         name="offline",
         model_name="paced",
@@ -48,11 +59,44 @@ def trace_allocations(folder: Path, frames: int = 10) -> None:
     signal.signal(signal.SIGUSR1, on_signal)
 
 
+# Where `create_bench_app` finds its settings in each worker process.
+DATA_DIR_ENV = "PARLEY_BENCH_DATA_DIR"
+DATABASE_URL_ENV = "PARLEY_BENCH_DATABASE_URL"
+
+
+def build_app(data_dir: str, database_url: str | None = None) -> object:
+    """Parley's app with the paced model, SQLite under `data_dir` (or Postgres)."""
+    import app.llm.factory as factory
+    from app.config import Settings
+
+    factory.create_provider = paced_provider  # before app.main binds the name
+    import app.main
+
+    app.main.create_provider = paced_provider  # type: ignore[attr-defined]
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]  # the bench sets what it needs
+        data_dir=data_dir,
+        database_url=database_url,
+        llm_provider="offline",
+        log_level="warning",
+        rate_limits_enabled=False,  # the bench's load comes from one address
+        shutdown_grace_seconds=0,
+    )
+    return app.main.create_app(settings)
+
+
+def create_bench_app() -> object:
+    """The app factory of each uvicorn worker (`--workers N`)."""
+    return build_app(os.environ[DATA_DIR_ENV], os.environ.get(DATABASE_URL_ENV) or None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--database-url", help="the Postgres store instead of SQLite")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument(
         "--tracemalloc",
         metavar="DIR",
@@ -61,21 +105,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.tracemalloc:
         trace_allocations(Path(args.tracemalloc))
-
-    factory.create_provider = paced_provider  # before app.main binds the name
-    import app.main
-
-    app.main.create_provider = paced_provider  # type: ignore[attr-defined]
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]  # the bench sets what it needs
-        data_dir=args.data_dir,
-        llm_provider="offline",
-        log_level="warning",
-        rate_limits_enabled=False,  # the bench's load comes from one address
-        shutdown_grace_seconds=0,
-    )
+    if args.workers > 1:
+        os.environ[DATA_DIR_ENV] = args.data_dir
+        os.environ[DATABASE_URL_ENV] = args.database_url or ""
+        uvicorn.run(
+            "bench.parley_server:create_bench_app",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+        return
     uvicorn.run(
-        app.main.create_app(settings),
+        build_app(args.data_dir, args.database_url),  # type: ignore[arg-type]
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -28,3 +28,40 @@ def pin(pid: int, cpu: int) -> bool:
         return False
     os.sched_setaffinity(pid, {cpu})
     return True
+
+
+def descendants(pid: int) -> list[int]:
+    """The process's children, their children and so on (e.g. uvicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                parent = int(file.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of the process and all its descendants alive now."""
+    total = 0.0
+    for member in (pid, *descendants(pid)):
+        try:
+            total += cpu_seconds(member)
+        except (OSError, IndexError, ValueError):
+            pass  # exited meanwhile
+    return total
+
+
+def unpin(pid: int) -> None:
+    """Let a process run on every CPU again."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(pid, range(os.cpu_count() or 1))
