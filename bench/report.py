@@ -4,13 +4,15 @@ from typing import Any
 
 from bench.stats import ratio
 
-NOT_MEASURED = [
-    "Live view fan-out (one run watched by many workflow-view sockets, "
-    "`WS /api/ws/workflows/{id}`): this bench does not open workflow-view sockets yet.",
-    "`--workers 2`: needs a shared bus (Redis) so that any worker can follow any run.",
-    "Postgres store: first-token overhead is measured with SQLite only.",
-    "Peer comparison (agentscope-runtime).",
-]
+
+def not_measured(results: dict[str, list[dict]]) -> list[str]:
+    """What a scenario of this run could not measure, and why (no database, no venv)."""
+    return [
+        f"`{name}` ({row['transport'].upper()}): {row['not_measured']}"
+        for name, rows in results.items()
+        for row in rows
+        if "not_measured" in row
+    ]
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -70,6 +72,16 @@ def per_token_table(rows: list[dict]) -> str:
 
 
 def first_token_table(rows: list[dict]) -> str:
+    measured = [r for r in rows if "not_measured" not in r]
+    skipped = [
+        [r["transport"].upper(), f"not measured: {r['not_measured']}"] + ["-"] * 7
+        for r in rows
+        if "not_measured" in r
+    ]
+    return _first_token_table(measured, skipped)
+
+
+def _first_token_table(rows: list[dict], skipped: list[list[Any]]) -> str:
     return _table(
         [
             "transport",
@@ -95,7 +107,8 @@ def first_token_table(rows: list[dict]) -> str:
                 _errors(r["errors"]),
             ]
             for r in rows
-        ],
+        ]
+        + skipped,
     )
 
 
@@ -167,6 +180,206 @@ def idle_table(rows: list[dict]) -> str:
     )
 
 
+def live_view_table(rows: list[dict]) -> str:
+    return _table(
+        [
+            "viewers",
+            "runs",
+            "tokens published",
+            "delivered per viewer",
+            "viewers cut",
+            "events/s to all viewers",
+            "gap p50 ms",
+            "gap p99 ms",
+            "worst viewer gap p99 ms",
+            "server µs/token of the run",
+            "µs per delivered event",
+            "x run's µs/token",
+            "errors",
+        ],
+        [
+            [
+                r["viewers"],
+                r["runs"],
+                _fmt(r["published"], 0),
+                "-"
+                if r["delivered_min"] is None
+                else (
+                    f"{r['delivered_min']:,}"
+                    if r["delivered_min"] == r["delivered_max"]
+                    else f"{r['delivered_min']:,} to {r['delivered_max']:,}"
+                ),
+                f"{r['viewers_cut']}/{r['viewers_total']}" if r["viewers"] else "-",
+                r["events_per_s"],
+                _fmt(r["viewer_gap_p50_ms"], 2),
+                _fmt(r["viewer_gap_p99_ms"], 2),
+                _fmt(r["worst_viewer_gap_p99_ms"], 2),
+                r["us_per_token"],
+                r["us_per_delivered_event"],
+                "-" if r["of_run_token_cost"] is None else _fmt(r["of_run_token_cost"], 2) + "x",
+                _errors(r["errors"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def workers_table(rows: list[dict]) -> str:
+    return _table(
+        [
+            "workers",
+            "server",
+            "pinning",
+            "streams",
+            "tok/s",
+            "of ideal",
+            "gap p50 ms",
+            "gap p99 ms",
+            "TTFT p50 ms",
+            "TTFT p99 ms",
+            "stream p99 s",
+            "errors",
+            "server CPU",
+            "per worker",
+            "client CPU",
+            "workers' RSS MiB",
+        ],
+        [
+            [
+                r["workers"],
+                r["server"],
+                r["pinning"],
+                r["streams"],
+                r["tokens_per_s"],
+                f"{r['of_ideal'] * 100:.0f}%",
+                _fmt(r["gap_ms"]["p50"]),
+                _fmt(r["gap_ms"]["p99"]),
+                _fmt(r["ttft_ms"]["p50"]),
+                _fmt(r["ttft_ms"]["p99"]),
+                _fmt(None if r["duration_ms"]["p99"] is None else r["duration_ms"]["p99"] / 1000),
+                _errors(r["error_kinds"]) if r["errors"] else "0",
+                f"{r['server_cpu'] * 100:.0f}%",
+                " / ".join(f"{c * 100:.0f}%" for c in r["worker_cpu"]),
+                f"{r['client_cpu'] * 100:.0f}%",
+                r["server_rss_mib"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def peer_held(rows: list[dict]) -> dict[str, dict]:
+    """Per server: the most streams held within the gap limit, and the step that was not."""
+    held: dict[str, dict] = {}
+    for r in rows:
+        if r.get("kind") != "capacity":
+            continue
+        entry = held.setdefault(r["server"], {"held": 0, "failed": None, "first_step": None})
+        if entry["first_step"] is None:
+            entry["first_step"] = r["streams"]
+        if r["held"]:
+            entry["held"] = max(entry["held"], r["streams"])
+        elif r.get("attempt", 2) == 2:
+            entry["failed"] = r  # missed twice: the series ends here
+    return held
+
+
+def _held_text(entry: dict) -> str:
+    if not entry["held"]:
+        return f"< {entry['first_step']:,}"
+    # Every step held: the last step is a lower bound.
+    return f"{entry['held']:,}" if entry["failed"] is not None else f">= {entry['held']:,}"
+
+
+def peer_tables(rows: list[dict]) -> str:
+    skipped = [r["not_measured"] for r in rows if r.get("kind") == "not_measured"]
+    if skipped:
+        return "\n".join(f"Not measured: {why}" for why in skipped)
+    held = peer_held(rows)
+    limit = next((r["gap_limit_ms"] for r in rows if r.get("kind") == "capacity"), None)
+    names = ("peer", "parley", "baseline")
+    capacity = _table(
+        ["server", f"streams per worker at gap p99 <= {_fmt(limit, 0)} ms", "first step missed"],
+        [
+            [
+                name,
+                _held_text(held[name]) if name in held else "-",
+                _step_failure(held[name]["failed"]) if name in held else "-",
+            ]
+            for name in names
+        ],
+    )
+    cost = _table(
+        [
+            "server",
+            "tokens/stream",
+            "streams",
+            "µs/token",
+            "x baseline",
+            "tok/s",
+            "errors",
+        ],
+        [
+            [
+                r["server"],
+                r["tokens_per_stream"],
+                r["streams"],
+                r["us_per_token"],
+                "-" if r["of_baseline"] is None else _fmt(r["of_baseline"], 2) + "x",
+                r["tokens_per_s"],
+                _errors(r["errors"]),
+            ]
+            for r in rows
+            if r.get("kind") == "per_token"
+        ],
+    )
+    steps = _table(
+        [
+            "server",
+            "streams",
+            "tok/s",
+            "of ideal",
+            "gap p50 ms",
+            "gap p99 ms",
+            "TTFT p99 ms",
+            "errors",
+            "server CPU",
+            "client CPU",
+            "server RSS MiB",
+            "held",
+        ],
+        [
+            [
+                r["server"],
+                f"{r['streams']:,}" + (" (again)" if r.get("attempt") == 2 else ""),
+                r["tokens_per_s"],
+                f"{r['of_ideal'] * 100:.0f}%",
+                _fmt(r["gap_ms"]["p50"]),
+                _fmt(r["gap_ms"]["p99"]),
+                _fmt(r["ttft_ms"]["p99"]),
+                _errors(r["error_kinds"]) if r["errors"] else "0",
+                f"{r['server_cpu'] * 100:.0f}%",
+                f"{r['client_cpu'] * 100:.0f}%",
+                r["server_rss_mib"],
+                "yes" if r["held"] else "no",
+            ]
+            for r in rows
+            if r.get("kind") == "capacity"
+        ],
+    )
+    return (
+        f"{capacity}\n\nOne stream at a time, tokens as fast as possible: server CPU per "
+        f"token\n\n{cost}\n\nEach step of concurrent streams:\n\n{steps}"
+    )
+
+
+def _step_failure(row: dict | None) -> str:
+    if row is None:
+        return "none (every step held)"
+    why = f"{row['errors']} errors" if row["errors"] else f"gap p99 {_fmt(row['gap_ms']['p99'])} ms"
+    return f"{row['streams']:,} ({why})"
+
+
 def targets(results: dict[str, list[dict]]) -> list[dict]:
     """Each target of the issue, per transport, with the figure it is judged on."""
     judged: list[dict] = []
@@ -226,6 +439,25 @@ def targets(results: dict[str, list[dict]]) -> list[dict]:
             f"{_fmt(value)} MiB per 1000 ({r['opened']:,} streams open)",
             value is not None and value * 1.048576 < 100 and r["errors"] == 0,
         )
+    if "peer" in results:
+        name = "at least 5x the peer's streams per worker at equal gap"
+        held = peer_held(results["peer"])
+        if "peer" not in held or "parley" not in held:
+            judge(name, "sse", "not measured", None)
+        else:
+            peer, parley = held["peer"], held["parley"]
+            # Holding no step, the peer held fewer than the first: Parley must then hold
+            # 5x that first step for the target to be met for sure.
+            bound = peer["held"] or peer["first_step"]
+            limit = results["peer"][-1].get("gap_limit_ms")
+            times = f" ({parley['held'] / peer['held']:.1f}x)" if peer["held"] else ""
+            judge(
+                name,
+                "sse",
+                f"Parley {_held_text(parley)} vs peer {_held_text(peer)} streams{times} "
+                f"at gap p99 <= {_fmt(limit, 0)} ms, one worker each",
+                parley["held"] >= 5 * bound,
+            )
     return judged
 
 
@@ -264,19 +496,42 @@ def markdown(report: dict) -> str:
             concurrent_table,
         ),
         ("idle_stream_memory", "Memory per open idle stream", idle_table),
+        (
+            "live_view_fanout",
+            "Live view fan-out: one run, tokens as fast as possible, watched by N live-view "
+            "sockets (0 viewers: the run alone)",
+            live_view_table,
+        ),
+        (
+            "workers",
+            f"Uvicorn workers: concurrent streams, each {meta['stream_tokens']} tokens at "
+            f"{meta['stream_interval_ms']:g} ms (SSE)",
+            workers_table,
+        ),
+        (
+            "first_token_postgres",
+            "First-token overhead, Parley on the Postgres store (baseline as before)",
+            first_token_table,
+        ),
+        (
+            "peer",
+            "Peer (agentscope-runtime): streams per worker at equal gap, and per-token CPU",
+            peer_tables,
+        ),
     ]
     for key, title, table in sections:
         if results.get(key):
             parts.append(f"### {title}\n\n{table(results[key])}")
-    parts.append(
-        "### Targets\n\n"
-        + _table(
-            ["target", "transport", "measured", "verdict"],
-            [
-                [t["target"], t["transport"].upper(), t["measured"], f"**{t['verdict']}**"]
-                for t in report["targets"]
-            ],
+    if report["targets"]:
+        rows = [
+            [t["target"], t["transport"].upper(), t["measured"], f"**{t['verdict']}**"]
+            for t in report["targets"]
+        ]
+        parts.append(
+            "### Targets\n\n" + _table(["target", "transport", "measured", "verdict"], rows)
         )
-    )
-    parts.append("### Not measured yet\n\n" + "\n".join(f"- {line}" for line in NOT_MEASURED))
+    if report["not_measured"]:
+        parts.append(
+            "### Not measured\n\n" + "\n".join(f"- {line}" for line in report["not_measured"])
+        )
     return "\n\n".join(parts) + "\n"

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bench.client import STREAMERS, StreamResult
-from bench.procstat import cpu_seconds, rss_bytes
-from bench.servers import ServerPair, ServerProcess
+from bench.procstat import cpu_seconds, rss_bytes, tree_cpu_seconds
+from bench.servers import SERVER_CPU, BaselineServer, ParleyServer, ServerPair, ServerProcess
 from bench.stats import distribution_ms, median, ratio
 from bench.tokens import TokenSpec
 
@@ -45,6 +45,23 @@ class Plan:
     settle_seconds: float = 1.0  # quiet time before reading a server's RSS
     # A fresh pair of servers for each scenario (and each concurrency level).
     fresh_servers: bool = True
+    # Live view fan-out: one run of `live_tokens` tokens as fast as possible, watched by
+    # each number of live-view sockets in turn, `live_reps` times.
+    live_tokens: int = 2_000
+    live_viewers: tuple[int, ...] = (0, 1, 10, 100)
+    live_reps: int = 5
+    live_time_limit: float = 120.0
+    # Uvicorn workers: the concurrent-streams load at each worker count (SSE).
+    workers: tuple[int, ...] = (1, 2)
+    workers_streams: int = 500
+    # Peer: streams per worker at a p99 gap within the limit, in steps; per-token CPU of
+    # one stream at a time, tokens as fast as possible.
+    peer_streams: tuple[int, ...] = (25, 50, 100, 200, 400, 800)
+    peer_gap_limit_ms: float = 30.0
+    peer_cost_sizes: tuple[tuple[int, int], ...] = ((200, 50), (2_000, 5))  # (tokens, streams)
+    peer_cost_reps: int = 3
+    peer_build_venv: bool = True  # create bench/.peer-venv when it is missing
+    peer_build_time_limit: float = 600.0
 
 
 FULL = Plan(name="full")
@@ -62,29 +79,42 @@ QUICK = Plan(
     idle_time_limit=30.0,
     settle_seconds=0.2,
     fresh_servers=False,
+    live_tokens=100,
+    live_viewers=(0, 1, 3),
+    live_reps=1,
+    live_time_limit=30.0,
+    workers_streams=20,
+    peer_streams=(5, 10),
+    peer_cost_sizes=((20, 5),),
+    peer_cost_reps=1,
+    peer_build_venv=False,  # seconds, not the minute a venv takes: an existing one only
 )
-
-SCENARIOS = ("per_token_cost", "first_token", "concurrent_streams", "idle_stream_memory")
 
 
 class Servers:
     """Hands out server pairs: a new one each time, or one shared by all scenarios."""
 
-    def __init__(self, fresh: bool) -> None:
+    def __init__(self, fresh: bool, database_url: str | None = None) -> None:
         self.fresh = fresh
         self.shared: ServerPair | None = None
         self.pinned = False
+        self.database_url = database_url  # the Postgres to measure the Postgres store on
 
     @asynccontextmanager
-    async def pair(self) -> AsyncIterator[ServerPair]:
-        if not self.fresh:
+    async def pair(
+        self, parley: ParleyServer | None = None, baseline: BaselineServer | None = None
+    ) -> AsyncIterator[ServerPair]:
+        """The shared or a fresh pair; always a fresh one when given its servers."""
+        custom = parley is not None or baseline is not None
+        if not self.fresh and not custom:
             if self.shared is None:
                 self.shared = ServerPair().__enter__()
             self.pinned = self.shared.parley.pinned
             yield self.shared
             return
-        with ServerPair() as pair:
-            self.pinned = pair.parley.pinned
+        with ServerPair(parley, baseline) as pair:
+            if pair.parley.cpu == SERVER_CPU:  # the usual arrangement (not --workers 2)
+                self.pinned = pair.parley.pinned
             yield pair
 
     def close(self) -> None:
@@ -157,39 +187,42 @@ async def per_token_cost(plan: Plan, servers: Servers) -> list[dict]:
 
 async def first_token(plan: Plan, servers: Servers) -> list[dict]:
     """Request to first `message.delta`, minus the model's own first-token time."""
-    spec = TokenSpec(tokens=5, first_ms=0.0)
-    model_first_token = spec.first_ms / 1000
     rows = []
     for transport in plan.transports:
-        stream = STREAMERS[transport]
         async with servers.pair() as pair:
-            for server in pair.servers:
-                await warm(server, transport, plan.warmup)
-            samples: dict[str, list[float]] = {s.name: [] for s in pair.servers}
-            errors: Counter[str] = Counter()
-            for _ in range(plan.first_token_samples):
-                for server in pair.servers:
-                    result = await stream(server.target, spec.message(), 30.0)
-                    ttft = result.ttft(from_connect=False)
-                    if (why := failure(result, spec.tokens)) is not None or ttft is None:
-                        errors[f"{server.name}: {why}"] += 1
-                        continue
-                    samples[server.name].append(ttft - model_first_token)
-            parley = distribution_ms(samples["parley"])
-            baseline = distribution_ms(samples["baseline"])
-            rows.append(
-                {
-                    "transport": transport,
-                    "samples": plan.first_token_samples,
-                    "store": "sqlite",
-                    "parley_ms": parley,
-                    "baseline_ms": baseline,
-                    "added_p50_ms": _minus(parley["p50"], baseline["p50"]),
-                    "added_p99_ms": _minus(parley["p99"], baseline["p99"]),
-                    "errors": dict(errors),
-                }
-            )
+            rows.append(await first_token_row(plan, pair, transport, "sqlite"))
     return rows
+
+
+async def first_token_row(plan: Plan, pair: ServerPair, transport: str, store: str) -> dict:
+    """The first-token measurement of one pair over one transport."""
+    spec = TokenSpec(tokens=5, first_ms=0.0)
+    model_first_token = spec.first_ms / 1000
+    stream = STREAMERS[transport]
+    for server in pair.servers:
+        await warm(server, transport, plan.warmup)
+    samples: dict[str, list[float]] = {s.name: [] for s in pair.servers}
+    errors: Counter[str] = Counter()
+    for _ in range(plan.first_token_samples):
+        for server in pair.servers:
+            result = await stream(server.target, spec.message(), 30.0)
+            ttft = result.ttft(from_connect=False)
+            if (why := failure(result, spec.tokens)) is not None or ttft is None:
+                errors[f"{server.name}: {why}"] += 1
+                continue
+            samples[server.name].append(ttft - model_first_token)
+    parley = distribution_ms(samples["parley"])
+    baseline = distribution_ms(samples["baseline"])
+    return {
+        "transport": transport,
+        "samples": plan.first_token_samples,
+        "store": store,
+        "parley_ms": parley,
+        "baseline_ms": baseline,
+        "added_p50_ms": _minus(parley["p50"], baseline["p50"]),
+        "added_p99_ms": _minus(parley["p99"], baseline["p99"]),
+        "errors": dict(errors),
+    }
 
 
 def _minus(a: float | int | None, b: float | int | None) -> float | None:
@@ -208,17 +241,30 @@ async def concurrent_streams(plan: Plan, servers: Servers) -> list[dict]:
     return rows
 
 
-async def _concurrent(plan: Plan, server: ServerProcess, transport: str, count: int) -> dict:
+async def _concurrent(
+    plan: Plan,
+    server: ServerProcess,
+    transport: str,
+    count: int,
+    stream: Callable[..., Awaitable[StreamResult]] | None = None,
+) -> dict:
+    """`count` paced streams at once. `stream` streams from a server that is neither
+    Parley nor the baseline. A server with worker processes: the CPU of all its
+    processes, the RSS of its workers."""
     spec = TokenSpec(tokens=plan.stream_tokens, interval_ms=plan.stream_interval_ms)
-    stream = STREAMERS[transport]
+    stream = stream or STREAMERS[transport]
+    cpu_of: Callable[[int], float] = cpu_seconds
+    rss_of: Callable[[int], int] = rss_bytes
+    if server.workers > 1:
+        cpu_of, rss_of = tree_cpu_seconds, lambda _: server.workers_rss_bytes()
     message = spec.message()
-    cpu_before, client_before = cpu_seconds(server.pid), time.process_time()
+    cpu_before, client_before = cpu_of(server.pid), time.process_time()
     started = time.perf_counter()
     results = await asyncio.gather(
         *(stream(server.target, message, plan.stream_time_limit) for _ in range(count))
     )
     wall = time.perf_counter() - started
-    server_cpu = cpu_seconds(server.pid) - cpu_before
+    server_cpu = cpu_of(server.pid) - cpu_before
     client_cpu = time.process_time() - client_before
     tokens = sum(r.tokens for r in results)
     gaps = array("d")
@@ -248,7 +294,7 @@ async def _concurrent(plan: Plan, server: ServerProcess, transport: str, count: 
         "error_kinds": dict(errors),
         "server_cpu": round(server_cpu / wall, 3),
         "client_cpu": round(client_cpu / wall, 3),
-        "server_rss_mib": round(rss_bytes(server.pid) / MIB, 1),
+        "server_rss_mib": round(rss_of(server.pid) / MIB, 1),
     }
 
 
@@ -302,11 +348,3 @@ async def _idle(plan: Plan, server: ServerProcess, transport: str) -> dict:
         "mib_per_1000_streams": round(growth / MIB / opened * 1000, 1) if opened else None,
         "errors": plan.idle_streams - opened,
     }
-
-
-RUNNERS = {
-    "per_token_cost": per_token_cost,
-    "first_token": first_token,
-    "concurrent_streams": concurrent_streams,
-    "idle_stream_memory": idle_stream_memory,
-}
