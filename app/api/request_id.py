@@ -31,6 +31,7 @@ class RequestIdMiddleware:
 
         token = context.request_id.set(request_id)  # for the log lines of this request
         try:
-            await self.app(scope, receive, send_with_id)
+            # A socket's frames pass straight through: only an HTTP response has headers.
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         finally:
             context.request_id.reset(token)
