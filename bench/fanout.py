@@ -34,7 +34,8 @@ async def live_view_fanout(plan: Plan, servers: Servers) -> list[dict]:
         for _ in range(plan.live_reps):
             for count in plan.live_viewers:
                 runs[count].append(await _watched_run(plan, parley, spec, count))
-    alone = median([r["cpu_s"] for r in runs.get(0, [])]) if runs.get(0) else None
+    alone_cpu = [r["cpu_s"] for r in runs.get(0, []) if "cpu_s" in r]
+    alone = median(alone_cpu) if alone_cpu else None
     return [_row(spec, count, runs[count], alone) for count in plan.live_viewers]
 
 
