@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -29,6 +30,7 @@ from app.store.models import (
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
+BUSY_TIMEOUT_SECONDS = 60.0
 
 
 class SQLiteStore:
@@ -37,9 +39,12 @@ class SQLiteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        # One connection serves every coroutine, so writes take turns: a transaction
-        # must not pick up another coroutine's half-done statements.
+        # Reads go through one connection; writes through another, one transaction at a
+        # time, each begun IMMEDIATE: it takes the file's write lock before reading, so it
+        # never works on a snapshot that another worker process has since changed (in a
+        # connection shared with reads, such a transaction could fail as "locked" at once).
         self._write_lock = asyncio.Lock()
+        self._writer: aiosqlite.Connection | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -49,12 +54,20 @@ class SQLiteStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        self._db.row_factory = aiosqlite.Row
+        self._db = await self._connect()
         await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA foreign_keys=ON")
         await self._migrate()
+        self._writer = await self._connect(isolation_level=None)  # BEGIN is ours
+
+    async def _connect(self, **options: Any) -> aiosqlite.Connection:
+        # Several worker processes share the file and take turns at writing; a writer
+        # waits for the lock up to BUSY_TIMEOUT_SECONDS (sqlite3's default, 5 s, is short
+        # for a process whose event loop is saturated while it holds a transaction).
+        db = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, **options)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        return db
 
     async def _migrate(self) -> None:
         await self.db.execute(
@@ -74,18 +87,23 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._writer is None:
+            raise RuntimeError("SQLiteStore used before open()")
+        writer = self._writer
         async with self._write_lock:
+            await writer.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
+                yield writer
             except BaseException:
-                await self.db.rollback()
+                await writer.rollback()
                 raise
-            await self.db.commit()
+            await writer.commit()
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        for db in (self._writer, self._db):
+            if db is not None:
+                await db.close()
+        self._db = self._writer = None
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:
