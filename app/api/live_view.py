@@ -8,6 +8,7 @@ nothing twice. It is for operators: the token comes as the subprotocols
 
 import asyncio
 import json
+from collections import OrderedDict
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
@@ -20,6 +21,26 @@ from app.engine.visualization import visualize
 from app.security.access import deny, socket_operator
 
 router = APIRouter(tags=["workflows"])
+
+
+class SharedFrames:
+    """The JSON of recent events, made once for all the viewers of a conversation
+    (published events do not change; `run_id:seq` names one)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._frames: OrderedDict[str, str] = OrderedDict()
+
+    def json_of(self, event: Event) -> str:
+        key = event.sse_id
+        if (frame := self._frames.get(key)) is None:
+            frame = self._frames[key] = event.to_json()
+            if len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+        return frame
+
+
+FRAMES = SharedFrames()
 
 
 async def snapshot(services: Services, workflow_id: str) -> tuple[dict, dict[str, int]] | None:
@@ -71,7 +92,7 @@ async def live_view(websocket: WebSocket, workflow_id: str) -> None:
                 if isinstance(live, Event):
                     if live.seq <= seen.get(live.run_id, 0):
                         continue  # already in the snapshot
-                    await websocket.send_text(live.to_json())
+                    await websocket.send_text(FRAMES.json_of(live))
                 else:
                     await websocket.send_text(json.dumps(live))
         finally:
