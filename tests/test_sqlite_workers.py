@@ -3,7 +3,7 @@
 import asyncio
 from pathlib import Path
 
-from app.store.sqlite import SQLiteStore
+from app.store.sqlite import MIGRATIONS_DIR, SQLiteStore
 from tests.test_store_contract import conversation, started_run
 
 
@@ -52,3 +52,16 @@ async def test_a_write_during_a_read_after_another_worker_wrote(tmp_path: Path) 
     finally:
         await first.close()
         await second.close()
+
+
+async def test_workers_starting_together_apply_each_migration_once(tmp_path: Path) -> None:
+    stores = [SQLiteStore(tmp_path / "new.db") for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        async with stores[0].db.execute("SELECT version FROM schema_migrations") as cursor:
+            versions = [row[0] for row in await cursor.fetchall()]
+        assert versions == sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))
+        await conversation(stores[3])
+    finally:
+        for store in stores:
+            await store.close()

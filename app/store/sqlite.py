@@ -1,6 +1,7 @@
 """The embedded store: one SQLite file, schema applied from migrations/sqlite at open."""
 
 import asyncio
+import fcntl
 import json
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,17 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
 BUSY_TIMEOUT_SECONDS = 60.0
 
 
+@asynccontextmanager
+async def _one_process_at_a_time(lock_path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive lock on `lock_path` (an advisory file lock, across processes)."""
+    with lock_path.open("a") as lock:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class SQLiteStore:
     name = "sqlite"
 
@@ -54,10 +66,17 @@ class SQLiteStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await self._connect()
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._migrate()
-        self._writer = await self._connect(isolation_level=None)  # BEGIN is ours
+        try:
+            # Workers starting together set the file up one at a time: the others then
+            # find it in WAL mode and migrated.
+            async with _one_process_at_a_time(self.path.with_name(self.path.name + ".lock")):
+                self._db = await self._connect()
+                await self._db.execute("PRAGMA journal_mode=WAL")
+                await self._migrate()
+            self._writer = await self._connect(isolation_level=None)  # BEGIN is ours
+        except BaseException:
+            await self.close()  # its threads would otherwise keep a failed process alive
+            raise
 
     async def _connect(self, **options: Any) -> aiosqlite.Connection:
         # Several worker processes share the file and take turns at writing; a writer
@@ -80,10 +99,14 @@ class SQLiteStore:
             if file.stem in applied:
                 continue
             script = file.read_text()
-            await self.db.executescript(  # executescript commits by itself
-                f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES "
-                f"('{file.stem}', {time.time()});\nCOMMIT;"
-            )
+            try:
+                await self.db.executescript(  # executescript commits by itself
+                    f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES "
+                    f"('{file.stem}', {time.time()});\nCOMMIT;"
+                )
+            except BaseException:
+                await self.db.execute("ROLLBACK")  # the script's BEGIN is still open
+                raise
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
