@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from array import array
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -277,6 +277,34 @@ class RawWebSocket:
         self.writer.close()
 
 
+def _scan_frames(
+    socket: "RawWebSocket",
+    frames: list[tuple[int, int, int]],
+    result: StreamResult,
+    skip: Callable[[int, int], bool],
+) -> int:
+    """The `message.delta` frames among `frames` (text frames that `skip(start, end)`
+    does not take first), noting a terminal event or a close in `result` and answering
+    pings; the frames are then consumed."""
+    buffer, count = socket.buffer, 0
+    for opcode, start, end in frames:
+        if opcode == 0x1:
+            if skip(start, end):
+                continue
+            if buffer.find(WS_DELTA, start, end) != -1:
+                count += 1
+            elif buffer.find(b'"type":"run.', start, end) != -1:
+                for marker in WS_TERMINALS:
+                    if buffer.find(marker, start, end) != -1:
+                        result.terminal = marker.decode().split(":")[1].strip('"')
+        elif opcode == 0x9:
+            socket.send(bytes(buffer[start:end]), opcode=0xA)
+        elif opcode == 0x8:
+            result.error = "closed by the server"
+    socket.consume()
+    return count
+
+
 async def ws_stream(
     target: Target,
     message: str,
@@ -294,28 +322,19 @@ async def ws_stream(
             socket = await RawWebSocket.connect(target)
             result.sent = time.perf_counter()
             socket.send(json.dumps({"type": "message", "message": message}).encode())
+
+            def note_run_id(start: int, end: int) -> bool:
+                if result.run_id is None:
+                    result.run_id = json.loads(socket.buffer[start:end]).get("run_id")
+                return False
+
             while result.terminal is None:
                 frames = await socket.read_frames()
                 if frames is None:
                     result.error = "closed before the terminal event"
                     return
                 now = time.perf_counter()
-                buffer, count = socket.buffer, 0
-                for opcode, start, end in frames:
-                    if opcode == 0x1:
-                        if buffer.find(WS_DELTA, start, end) != -1:
-                            count += 1
-                        elif buffer.find(b'"type":"run.', start, end) != -1:
-                            for marker in WS_TERMINALS:
-                                if buffer.find(marker, start, end) != -1:
-                                    result.terminal = marker.decode().split(":")[1].strip('"')
-                        if result.run_id is None:
-                            result.run_id = json.loads(buffer[start:end]).get("run_id")
-                    elif opcode == 0x9:
-                        socket.send(bytes(buffer[start:end]), opcode=0xA)
-                    elif opcode == 0x8:
-                        result.error = "closed by the server"
-                socket.consume()
+                count = _scan_frames(socket, frames, result, note_run_id)
                 if count:
                     first = result.last_token is None
                     result.tokens_arrived(count, now)
@@ -371,29 +390,22 @@ async def live_view(
         async with asyncio.timeout(time_limit):
             socket = await RawWebSocket.connect(replace(target, ws_path=path))
             snapshot = False
+
+            def skip_snapshot(start: int, end: int) -> bool:
+                nonlocal snapshot
+                if snapshot:
+                    return False
+                snapshot, result.sent = True, time.perf_counter()
+                subscribed.set()
+                return True
+
             while result.terminal is None:
                 frames = await socket.read_frames()
                 if frames is None:
                     result.error = "closed before the terminal event"
                     return
                 now = time.perf_counter()
-                buffer, count = socket.buffer, 0
-                for opcode, start, end in frames:
-                    if opcode == 0x1:
-                        if not snapshot:
-                            snapshot, result.sent = True, now
-                            subscribed.set()
-                        elif buffer.find(WS_DELTA, start, end) != -1:
-                            count += 1
-                        elif buffer.find(b'"type":"run.', start, end) != -1:
-                            for marker in WS_TERMINALS:
-                                if buffer.find(marker, start, end) != -1:
-                                    result.terminal = marker.decode().split(":")[1].strip('"')
-                    elif opcode == 0x9:
-                        socket.send(bytes(buffer[start:end]), opcode=0xA)
-                    elif opcode == 0x8:
-                        result.error = "closed by the server"
-                socket.consume()
+                count = _scan_frames(socket, frames, result, skip_snapshot)
                 if count:
                     result.tokens_arrived(count, now)
                 if result.error:
