@@ -277,15 +277,18 @@ class RawWebSocket:
         self.writer.close()
 
 
-def _scan_frames(
-    socket: "RawWebSocket",
-    frames: list[tuple[int, int, int]],
-    result: StreamResult,
-    skip: Callable[[int, int], bool],
-) -> int:
-    """The `message.delta` frames among `frames` (text frames that `skip(start, end)`
-    does not take first), noting a terminal event or a close in `result` and answering
-    pings; the frames are then consumed."""
+async def _read_tokens(
+    socket: "RawWebSocket", result: StreamResult, skip: Callable[[int, int], bool]
+) -> tuple[int, float] | None:
+    """Read the frames that came next: how many are `message.delta` (among the text
+    frames that `skip(start, end)` does not take first) and when they came, noting a
+    terminal event or a close in `result` and answering pings. None, with
+    `result.error` set, when the socket closed."""
+    frames = await socket.read_frames()
+    if frames is None:
+        result.error = "closed before the terminal event"
+        return None
+    now = time.perf_counter()
     buffer, count = socket.buffer, 0
     for opcode, start, end in frames:
         if opcode == 0x1:
@@ -302,7 +305,7 @@ def _scan_frames(
         elif opcode == 0x8:
             result.error = "closed by the server"
     socket.consume()
-    return count
+    return count, now
 
 
 async def ws_stream(
@@ -329,12 +332,9 @@ async def ws_stream(
                 return False
 
             while result.terminal is None:
-                frames = await socket.read_frames()
-                if frames is None:
-                    result.error = "closed before the terminal event"
+                if (read := await _read_tokens(socket, result, note_run_id)) is None:
                     return
-                now = time.perf_counter()
-                count = _scan_frames(socket, frames, result, note_run_id)
+                count, now = read
                 if count:
                     first = result.last_token is None
                     result.tokens_arrived(count, now)
@@ -400,12 +400,9 @@ async def live_view(
                 return True
 
             while result.terminal is None:
-                frames = await socket.read_frames()
-                if frames is None:
-                    result.error = "closed before the terminal event"
+                if (read := await _read_tokens(socket, result, skip_snapshot)) is None:
                     return
-                now = time.perf_counter()
-                count = _scan_frames(socket, frames, result, skip_snapshot)
+                count, now = read
                 if count:
                     result.tokens_arrived(count, now)
                 if result.error:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from app.config import Settings
-from app.engine.business_tools import BUSINESS_TOOLS
+from app.engine.business_tools import BUSINESS_TOOLS, TOOL_VENDORS
 from app.main import create_app
 from app.observability import tracing
 from tests.server import ServerProcess, free_port
@@ -191,8 +191,8 @@ def test_the_traces_endpoint_follows_the_otlp_rules() -> None:
     assert tracing.traces_endpoint(full) == "http://traces:9999/custom"
 
 
-def test_every_vendor_tool_names_its_service() -> None:
-    assert set(tracing.TOOL_SERVICES) == set(BUSINESS_TOOLS)
+def test_every_business_tool_names_its_vendor() -> None:
+    assert set(TOOL_VENDORS) == set(BUSINESS_TOOLS)
 
 
 def test_export_failures_are_swallowed_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -334,3 +334,15 @@ BUSINESS_TOOLS: dict[str, ToolDef] = {
         _schedule_def("schedule_qualification_call", "Qualification call"),
     )
 }
+
+# The vendor each tool calls (the `parley.tool.service` of its trace spans).
+TOOL_VENDORS = {
+    "create_project_lead": "hubspot",
+    "create_marketing_lead": "hubspot",
+    "sync_lead_to_crm": "hubspot",
+    "send_marketing_proposal": "sendgrid",
+    "send_qualification_notification": "sendgrid",
+    "schedule_technical_consultation": "google_calendar",
+    "schedule_strategy_session": "google_calendar",
+    "schedule_qualification_call": "google_calendar",
+}

@@ -13,7 +13,7 @@ from agentscope.tool import FunctionTool, ToolChunk, Toolkit
 from pydantic import BaseModel, Field, ValidationError
 
 from app.agents import AGENTS, AgentSpec
-from app.engine.business_tools import BUSINESS_TOOLS
+from app.engine.business_tools import BUSINESS_TOOLS, TOOL_VENDORS
 from app.engine.leads import LeadFields, record_lead
 from app.engine.tool_base import (
     ToolDef,
@@ -166,7 +166,12 @@ def build_toolkit(
     """The agent's toolkit; it holds no run state, so one serves every run."""
     tools = [
         FunctionTool(
-            traced_tool(name, spec.name, _checked(TOOLS[name], TOOLS[name].make(spec.name))),
+            traced_tool(
+                name,
+                spec.name,
+                _checked(TOOLS[name], TOOLS[name].make(spec.name)),
+                service=TOOL_VENDORS.get(name),
+            ),
             name=name,
             description=TOOLS[name].description,
             input_schema=TOOLS[name].schema,

@@ -46,18 +46,6 @@ log = logging.getLogger(__name__)
 # Longest wait at shutdown for the last spans to reach the collector.
 SHUTDOWN_FLUSH_SECONDS = 5.0
 
-# The vendor each business tool calls (the others work on Parley's own data).
-TOOL_SERVICES = {
-    "create_project_lead": "hubspot",
-    "create_marketing_lead": "hubspot",
-    "sync_lead_to_crm": "hubspot",
-    "send_marketing_proposal": "sendgrid",
-    "send_qualification_notification": "sendgrid",
-    "schedule_technical_consultation": "google_calendar",
-    "schedule_strategy_session": "google_calendar",
-    "schedule_qualification_call": "google_calendar",
-}
-
 _tracer: Tracer | None = None  # set while an app with tracing on is running
 
 
@@ -242,10 +230,10 @@ def _describe_run(span: Span, run: "Run") -> None:
 
 
 def traced_tool(
-    name: str, agent: str, function: Callable[..., Awaitable[Any]]
+    name: str, agent: str, function: Callable[..., Awaitable[Any]], service: str | None = None
 ) -> Callable[..., Awaitable[Any]]:
-    """`function` (a tool of `agent`) with a span per call when tracing is on."""
-    service = TOOL_SERVICES.get(name)
+    """`function` (a tool of `agent`, calling the vendor `service` if any) with a span
+    per call when tracing is on."""
 
     async def call(**arguments: Any) -> Any:
         tracer = _tracer
