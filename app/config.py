@@ -58,13 +58,15 @@ class Settings(BaseSettings):
     run_log_ttl_seconds: float = 900.0
     sse_ping_seconds: int = 15
     agent_max_iters: int = 6
+    extraction_timeout_seconds: float = Field(default=60.0, gt=0)
     max_handoffs_per_run: int = 3
 
     # Integrations (off until configured)
     crm_api_key: str | None = None
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_pipeline: str = "default"
-    hubspot_deal_stage: str = "appointmentscheduled"
+    hubspot_deal_stage: str = "qualifiedtobuy"
+    hubspot_booked_stage: str = "appointmentscheduled"
     hubspot_deal_id_property: str | None = None
     email_api_key: str | None = None
     email_from: str | None = None

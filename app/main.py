@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provider = await create_provider(settings, http)
         log.info("LLM provider: %s (%s)", provider.name, provider.reason)
         integrations = build_integrations(settings)
-        group = Group(settings, store, provider, integrations)
+        group = Group(settings, store, provider, integrations, http)
         control = WorkflowControl()
         runs = RunManager(settings, store, bus, WorkflowEngine(group, control))
         await runs.recover()

@@ -37,7 +37,8 @@ class PacedChatModel(ChatModelBase):
         tool_choice: ToolChoice | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[ChatResponse, None]:
-        last = next((m for m in reversed(messages) if m.role == "user"), None)
+        # The visitor's message, not the flow's note that follows it.
+        last = next((m for m in reversed(messages) if m.name == "visitor"), None)
         spec = TokenSpec.parse((last.get_text_content() or "") if last else "")
         return self._stream(spec, block_id=uuid.uuid4().hex)
 

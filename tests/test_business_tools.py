@@ -1,6 +1,6 @@
-"""The agents' CRM, email and calendar tools: skipped when not configured, and each
-side effect exactly once with the vendors configured (respx plays their APIs), also
-when a turn is repeated and across a restart."""
+"""The business steps (CRM, email, calendar), run by the flow from the lead's state:
+skipped when not configured, and each side effect exactly once with the vendors
+configured (respx plays their APIs), also when a turn is repeated and across a restart."""
 
 import json
 from datetime import datetime
@@ -21,7 +21,11 @@ SENDGRID = "https://api.sendgrid.com"
 GOOGLE = "https://www.googleapis.com"
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 CALENDAR = "team@example.com"
-BOOK_A_CALL = "Hi, I'm Dana Smith (dana@example.com). Can we book a call with your team?"
+BOOK_A_CALL = (
+    "Hi, I'm Dana Smith (dana@example.com), CEO of Acme, so I decide. We need an online "
+    "shop, budget $15k, live in 2 months. Can we book a call with your team?"
+)
+SCHEDULE = "schedule_technical_consultation"
 
 
 def finished(events: list, tool: str) -> list:
@@ -31,24 +35,22 @@ def finished(events: list, tool: str) -> list:
 async def test_unconfigured_services_are_skipped_and_the_visitor_is_told(
     client: httpx.AsyncClient,
 ) -> None:
-    events = await collect_sse(
-        client,
-        "POST",
-        "/api/chat/stream",
-        json={
-            "message": "I need SEO for my bakery, budget 3k, email ann@example.com. Book a call?"
-        },
-    )
+    events = await collect_sse(client, "POST", "/api/chat/stream", json={"message": BOOK_A_CALL})
     assert events[-1]["type"] == "run.completed"
-    business = [
-        e
-        for e in events
-        if e["type"] == "tool.finished" and e["tool"].startswith(("create_", "schedule_"))
-    ]
-    assert {e["tool"] for e in business} == {"create_marketing_lead", "schedule_strategy_session"}
+    business = [e for e in events if e["type"] == "tool.finished"]
+    assert {e["tool"] for e in business} == {
+        "sync_lead_to_crm",
+        "send_qualification_notification",
+        SCHEDULE,
+    }
     assert all((e["status"], e["reason"]) == ("skipped", "not_configured") for e in business)
     final = [e for e in events if e["type"] == "message.completed"][-1]["content"]
-    assert "our team will email you at ann@example.com" in final
+    assert "our team will email you to find a time" in final
+    # What the visitor and the model see of a skipped step names no setting.
+    for event in events:
+        text = json.dumps(event)
+        for setting in ("CRM_API_KEY", "EMAIL_API_KEY", "CALENDAR_API_KEY", "private-app"):
+            assert setting not in text
 
     health = (await client.get("/health")).json()
     assert {health[s]["status"] for s in ("hubspot", "sendgrid", "google_calendar")} == {
@@ -59,11 +61,20 @@ async def test_unconfigured_services_are_skipped_and_the_visitor_is_told(
             "/api/agents/logs",
             params={
                 "conversation_id": events[0]["conversation_id"],
-                "action": "tool_execution:schedule_strategy_session",
+                "action": f"tool_execution:{SCHEDULE}",
             },
         )
     ).json()
     assert logs["total"] == 1 and logs["items"][0]["status"] == "skipped"
+
+    # The calendar is not asked again in this conversation.
+    again = await collect_sse(
+        client,
+        "POST",
+        "/api/chat/stream",
+        json={"message": "Can we book a call?", "conversation_id": events[0]["conversation_id"]},
+    )
+    assert not [e for e in again if e["type"] == "tool.finished"]
 
 
 @pytest.fixture
@@ -129,40 +140,44 @@ async def test_each_side_effect_happens_once_across_repeats_and_a_restart(
 ) -> None:
     with respx.mock(assert_all_called=False) as mock:
         routes = vendor_routes(mock)
+        routes["deal_update"] = mock.patch(f"{HUBSPOT}/crm/v3/objects/deals/201").respond(
+            200, json={"id": "201", "properties": {}}
+        )
         async with engine(configured) as runs:
             first = await turn(runs, BOOK_A_CALL)
             conversation_id = first[0].conversation_id
-            assert [e.to for e in first if e.type == "handoff"] == ["lead_qualification"]
+            assert [e.to for e in first if e.type == "handoff"] == ["web_development"]
             for tool in ("sync_lead_to_crm", "send_qualification_notification"):
                 [done] = finished(first, tool)
                 assert done.status == "success", done.result
-            [offered] = finished(first, "schedule_qualification_call")
+            [offered] = finished(first, SCHEDULE)
             assert offered.status == "success" and offered.result["data"]["slots"]
 
-            # The same turn again: the ledger answers, nothing is sent twice.
+            # The same message again: nothing is done twice.
             again = await turn(runs, BOOK_A_CALL, conversation_id)
-            for tool in ("sync_lead_to_crm", "send_qualification_notification"):
-                [done] = finished(again, tool)
-                assert done.status == "success" and done.result["data"]["already_done"]
+            assert not [e for e in again if e.type == "tool.finished" and e.tool != SCHEDULE]
 
             booked = await turn(runs, "The first one works", conversation_id)
-            [booking] = finished(booked, "schedule_qualification_call")
+            [booking] = finished(booked, SCHEDULE)
             assert booking.status == "success", booking.result
             assert booking.result["data"]["event_id"]
             lead = [e for e in booked if e.type == "lead.updated"][-1]
             assert lead.stage == "booked"
+            # The booked lead's deal moves on in the CRM (the same deal, a new stage).
+            [moved] = finished(booked, "sync_lead_to_crm")
+            assert moved.status == "success", moved.result
             final = [e for e in booked if e.type == "message.completed"][-1].content
             assert "Your call is booked for" in final
 
-        # A restart between attempts: a new process with the same store.
+        # A restart: a new process with the same store books nothing again.
         async with engine(configured) as runs:
             repeated = await turn(runs, "The first one works", conversation_id)
-            [booking_again] = finished(repeated, "schedule_qualification_call")
-            assert booking_again.result["data"]["already_done"]
+            assert not finished(repeated, SCHEDULE)
 
-        assert routes["contact"].call_count == 1
+        assert routes["contact"].call_count == 2  # qualified, then booked: one contact
         assert routes["deal"].call_count == 1
-        assert routes["association"].call_count == 1
+        assert routes["deal_update"].call_count == 1
+        assert routes["association"].call_count == 2
         assert routes["mail"].call_count == 1
         assert routes["insert"].call_count == 1
         mail = json.loads(routes["mail"].calls[0].request.content)
@@ -172,6 +187,27 @@ async def test_each_side_effect_happens_once_across_repeats_and_a_restart(
         assert datetime.fromisoformat(event["start"]["dateTime"]).tzinfo is not None
         contact = json.loads(routes["contact"].calls[0].request.content)
         assert contact["inputs"][0]["id"] == "dana@example.com"
+        deal = json.loads(routes["deal"].calls[0].request.content)["properties"]
+        assert deal["dealstage"] == "qualifiedtobuy" and deal["amount"] == "15000.0"
+        update = json.loads(routes["deal_update"].calls[0].request.content)["properties"]
+        assert update["dealstage"] == "appointmentscheduled"
+
+
+async def test_a_monthly_budget_reaches_the_crm_as_a_year_of_it(configured: Settings) -> None:
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        async with engine(configured) as runs:
+            events = await turn(
+                runs,
+                "I'm Sam Lee, sam@shop.example, owner of Lee Goods, so I decide. We need SEO "
+                "and ads, about $2,500 a month, starting next month.",
+            )
+        [synced] = finished(events, "sync_lead_to_crm")
+        assert synced.status == "success", synced.result
+        deal = json.loads(routes["deal"].calls[0].request.content)["properties"]
+        assert deal["amount"] == "30000.0"
+        assert "per month" in deal["description"]
+        assert "shop.example" not in deal["dealname"].split(":")[1]  # the address is no need
 
 
 async def test_a_vendor_that_is_down_does_not_stop_the_conversation(
@@ -188,13 +224,12 @@ async def test_a_vendor_that_is_down_does_not_stop_the_conversation(
             assert events[-1].type == "run.completed"
             [sync] = finished(events, "sync_lead_to_crm")
             assert sync.status == "error"
+            assert events[0].type == "run.started"
             health = runs.engine.group.integrations.health()["hubspot"]
             assert health.status == "error" and health.circuit == "open"
             # The circuit is open: the next attempt is skipped without calling HubSpot.
             calls = routes["contact"].call_count
-            retry = await turn(
-                runs, "Please add me to your CRM and book a call", events[0].conversation_id
-            )
+            retry = await turn(runs, "Thanks, any news?", events[0].conversation_id)
             assert retry[-1].type == "run.completed"
             [skipped] = finished(retry, "sync_lead_to_crm")
             assert (skipped.status, skipped.reason) == ("skipped", "circuit_open")

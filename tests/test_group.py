@@ -27,42 +27,38 @@ def check_shop_scenario(events: list[dict[str, Any]]) -> None:
     assert types[-1] == "run.completed"
     assert sum(t in TERMINAL for t in types) == 1
 
+    # The flow extracted the message's facts into shared memory and the lead.
     remembered = {e["key"]: e["value"] for e in events if e["type"] == "memory.updated"}
     assert remembered == {
         "need": "a new online shop",
-        "budget": "$15k",
-        "timeline": "2 months",
+        "budget": "$15,000",
+        "timeline": "within 2 months",
         "email": "dana@example.com",
+        "service": "web_development",
     }
+    # Code routed the visitor before anyone answered: the front desk says nothing.
     [handoff] = [e for e in events if e["type"] == "handoff"]
     assert (handoff["from"], handoff["to"]) == ("chat", "web_development")
     assert handoff["reason"]
 
     [lead] = [e for e in events if e["type"] == "lead.updated"]
-    assert lead["agent"] == "web_development"
-    assert lead["score"] == SHOP_SCORE == score(LeadFields.model_validate(lead["fields"]))
+    assert lead["agent"] == "chat"  # the message was taken at the front desk
+    fields = {k: v for k, v in lead["fields"].items() if k != "sources"}
+    assert lead["score"] == SHOP_SCORE == score(LeadFields.model_validate(fields))
     assert lead["stage"] == "engaged"
     assert lead["fields"]["service"] == "web_development"
+    assert lead["fields"]["budget_amount"] == 15000
+    assert set(lead["fields"]["sources"]) >= {"need", "budget", "email"}
 
-    # The specialist took over in the same run, heard everything, and asks only for
-    # what is still missing.
+    # The specialist answers, and asks only for what is still missing.
     replies = [e for e in events if e["type"] == "message.completed"]
-    assert [r["agent"] for r in replies] == ["chat", "web_development"]
+    assert [r["agent"] for r in replies] == ["web_development"]
     final = replies[-1]["content"]
     assert "May I have your name?" in final
     for already_said in ("budget", "When would you like", "email"):
         assert already_said not in final
-    # Every tool call is reported as it starts and as it ends.
-    started = [e["tool_call_id"] for e in events if e["type"] == "tool.started"]
-    finished = [e["tool_call_id"] for e in events if e["type"] == "tool.finished"]
-    assert sorted(started) == sorted(finished)
-    outcomes = {
-        (e["tool"], e["status"], e.get("reason")) for e in events if e["type"] == "tool.finished"
-    }
-    # With no CRM configured, recording the project is skipped and the visitor is told.
-    assert ("create_project_lead", "skipped", "not_configured") in outcomes
-    assert {status for tool, status, _ in outcomes if tool != "create_project_lead"} == {"success"}
-    assert "our team will follow up at dana@example.com" in final
+    # An engaged lead is not qualified: nothing goes to the CRM or to sales yet.
+    assert not [e for e in events if e["type"].startswith("tool.")]
 
 
 async def test_shop_scenario_over_sse(client: httpx.AsyncClient) -> None:
@@ -84,7 +80,7 @@ async def test_shop_scenario_over_sse(client: httpx.AsyncClient) -> None:
     assert [m["agent"] for m in body["messages"]] == ["web_development"]
     assert body["lead"]["score"] == SHOP_SCORE + 5
     assert body["lead"]["stage"] == "qualified"
-    assert "Dana Smith" in body["content"] and "dana@example.com" in body["content"]
+    assert "Dana Smith" in body["content"] and "sales team" in body["content"]
 
     memory = (await client.get(f"/api/conversations/{conversation_id}/memory")).json()
     assert {e["key"]: e["value"] for e in memory["entries"]}["name"] == "Dana Smith"
@@ -99,17 +95,17 @@ async def test_shop_scenario_over_websocket(server: ServerProcess) -> None:
     check_shop_scenario(events)
 
 
-async def test_a_malformed_email_is_refused_with_a_reason(client: httpx.AsyncClient) -> None:
+async def test_a_malformed_email_is_not_recorded_and_the_visitor_is_asked_to_check_it(
+    client: httpx.AsyncClient,
+) -> None:
     events = await collect_sse(
         client,
         "POST",
         "/api/chat/stream",
         json={"message": "I need a website, budget $5k, email me at dana@example"},
     )
-    [refused] = [e for e in events if e["type"] == "tool.finished" and e["tool"] == "update_lead"]
-    assert refused["status"] == "error"
-    assert "email" in json.dumps(refused["result"])
-    assert not [e for e in events if e["type"] == "lead.updated"]
+    [lead] = [e for e in events if e["type"] == "lead.updated"]
+    assert "email" not in lead["fields"] and lead["fields"]["budget_amount"] == 5000
     final = [e for e in events if e["type"] == "message.completed"][-1]["content"]
     assert "email address doesn't look right" in final
     assert events[-1]["type"] == "run.completed"

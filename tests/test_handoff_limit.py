@@ -1,4 +1,6 @@
-"""A model that always hands over: handoffs stop at the per-run limit, the run completes."""
+"""A model that always hands over: a transfer ends its reply at once, a transfer back to an
+agent that already had the turn is a no-op, handoffs stop at the per-run limit, and the
+turn still completes with a reply."""
 
 import json
 import uuid
@@ -52,18 +54,31 @@ class AlwaysHandOver(ChatModelBase):
         return stream()
 
 
-async def test_handoff_ping_pong_stops_at_the_limit(tmp_path: Path) -> None:
+async def test_handoff_ping_pong_ends_with_a_reply(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, max_handoffs_per_run=3, _env_file=None)
     async with engine(settings, AlwaysHandOver()) as runs:
         events = await turn(runs, "Help me with everything")
 
     types = [e.type for e in events]
-    handoffs = [e for e in events if e.type == "handoff"]
-    assert len(handoffs) == settings.max_handoffs_per_run
-    # The limit is enforced by the transfer tool itself: the next call is refused with a
-    # reason, and the agent then answers.
+    handoffs = [(e.from_agent, e.to) for e in events if e.type == "handoff"]
+    # chat -> web_development -> digital_marketing, whose transfer back is a no-op.
+    assert handoffs == [("chat", "web_development"), ("web_development", "digital_marketing")]
+    # Each transfer ended its agent's reply at once: no text from the agents handing over.
+    replies = [e for e in events if e.type == "message.completed"]
+    assert [r.agent for r in replies] == ["digital_marketing"]
+    # The last agent only called tools: the flow answered for it, and the run says so.
+    assert replies[0].content
+    assert types[-1] == "run.completed"
+    assert events[-1].usage.degraded == "max_iters"
+
+
+async def test_the_handoff_limit_is_kept(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, max_handoffs_per_run=1, _env_file=None)
+    async with engine(settings, AlwaysHandOver()) as runs:
+        events = await turn(runs, "Help me with everything")
+    assert len([e for e in events if e.type == "handoff"]) == 1
     refused = [e for e in events if e.type == "tool.finished" and e.status == "error"]
     assert len(refused) == 1 and "answer the visitor yourself" in str(refused[0].result)
-    assert types[-1] == "run.completed"
     final = [e for e in events if e.type == "message.completed"][-1]
-    assert final.agent == handoffs[-1].to and final.content == "I will answer this myself."
+    assert final.content == "I will answer this myself."
+    assert events[-1].type == "run.completed"

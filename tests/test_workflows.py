@@ -43,7 +43,7 @@ async def test_multi_agent_runs_agents_in_sequence(client: httpx.AsyncClient) ->
     state = (await client.get(started["url"])).json()
     assert state["state"] == "completed"
     assert [r["agent"] for r in state["results"]] == replies(events)
-    assert state["memory"]["budget"] == "$20k"
+    assert state["memory"]["budget"] == "$20,000"
 
 
 async def test_parallel_agents_answer_the_same_input(client: httpx.AsyncClient) -> None:

@@ -22,6 +22,10 @@ from app.engine.runs import Run
 from app.store import Store
 from app.store.models import Approval
 
+# The reply id of an approval asked for by the conversation flow (a business step run by
+# code), not by a parked AgentScope reply.
+FLOW_REPLY = "flow"
+
 
 class ApprovalClosed(Exception):
     """The approval was already decided."""
@@ -85,6 +89,42 @@ class ApprovalDesk:
                 self._waiting.pop(approval.id, None)
         return UserConfirmResultEvent(reply_id=request.reply_id, confirm_results=results)
 
+    async def confirm(self, run: Run, agent: str, tool: str, arguments: dict) -> bool:
+        """Ask an operator to approve a step the flow wants to take, and wait for it. The
+        agents' states are saved first, so a decision after a restart still counts."""
+        await self.store.save_agent_states(
+            run.conversation_id,
+            {name: state.model_dump_json() for name, state in run.agent_states.items()},
+        )
+        call = ToolCallBlock(id=uuid.uuid4().hex, name=tool, input=json.dumps(arguments))
+        approval = Approval(
+            id=uuid.uuid4().hex,
+            conversation_id=run.conversation_id,
+            run_id=run.id,
+            agent=agent,
+            reply_id=FLOW_REPLY,
+            tool=tool,
+            tool_call=call.model_dump(mode="json"),
+            created_at=time.time(),
+        )
+        await self.store.save_approval(approval)
+        future = self._waiting[approval.id] = asyncio.get_running_loop().create_future()
+        await run.emit(
+            ApprovalRequested, agent=agent, approval_id=approval.id, tool=tool, arguments=arguments
+        )
+        run.waiting_since = time.monotonic()
+        try:
+            approved = await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            approved = False
+            await self._close(approval, False, "timeout")
+        finally:
+            run.excluded_seconds += time.monotonic() - run.waiting_since
+            run.waiting_since = None
+            self._waiting.pop(approval.id, None)
+        await run.emit(ApprovalResolved, agent=agent, approval_id=approval.id, approved=approved)
+        return approved
+
     async def decide(self, approval_id: str, approved: bool, by: str) -> tuple[Approval, bool]:
         """Record an operator's decision; returns the approval and whether a live run was
         waiting for it (if not, the caller resumes the parked reply)."""
@@ -106,6 +146,11 @@ class ApprovalDesk:
         approval.resolved_at = time.time()
         await self.store.save_approval(approval)
         return approval
+
+
+def arguments_of(approval: Approval) -> dict:
+    """The arguments of the call an approval was asked for."""
+    return _arguments(ToolCallBlock.model_validate(approval.tool_call))
 
 
 def _arguments(call: ToolCallBlock) -> dict:

@@ -18,7 +18,7 @@ from typing import Any
 from agentscope.tool import ToolChunk
 from pydantic import BaseModel, Field
 
-from app.engine.leads import LeadFields, budget_amount, record_lead
+from app.engine.leads import LeadFields, fields_of, record_lead, yearly_value
 from app.engine.tool_base import (
     ToolDef,
     ToolFunction,
@@ -104,12 +104,33 @@ def as_html(text: str) -> str:
 
 
 def _describe_lead(lead: Lead) -> str:
-    lines = [f"{key}: {value}" for key, value in lead.fields.items()]
+    lines = [f"{key}: {value}" for key, value in fields_of(lead).items()]
     return "\n".join([f"Lead score {lead.score}/100, stage {lead.stage}.", *lines])
 
 
+SYNCED_STAGES = ("qualified", "booked")
+
+
+async def _earlier_deal(ctx: TurnContext, tool: str, lead: Lead) -> str | None:
+    """The deal the lead's sync at an earlier stage created, to move it on, not add one."""
+    for stage in SYNCED_STAGES:
+        key = ledger_key(
+            ctx.run.conversation_id, tool, {"lead_id": lead.id, "email": lead.email, "stage": stage}
+        )
+        recorded = await ctx.store.get_side_effect(key)
+        if recorded is not None and (deal := recorded.result.get("data", {}).get("deal_id")):
+            return str(deal)
+    return None
+
+
 async def _sync_to_crm(ctx: TurnContext, tool: str, lead: Lead) -> IntegrationResult:
-    fields = lead.fields
+    """The lead's contact and deal in the CRM: once it is qualified (a deal at the
+    qualified stage), and again when a call is booked (the same deal moved on)."""
+    if lead.stage not in SYNCED_STAGES:
+        return IntegrationResult.skipped(
+            "not_qualified", "The lead is not qualified yet; it is kept here until it is."
+        )
+    fields = fields_of(lead)
     name = fields.get("name", "")
     first, _, last = name.partition(" ")
     contact = {
@@ -120,18 +141,24 @@ async def _sync_to_crm(ctx: TurnContext, tool: str, lead: Lead) -> IntegrationRe
         "phone": fields.get("phone", ""),
     }
     deal_name = f"{fields.get('company') or name or lead.email}: {fields.get('need', 'new lead')}"
+    hubspot = ctx.integrations.hubspot
+    booked = lead.stage == "booked"
+    deal_id = await _earlier_deal(ctx, tool, lead) if booked else None
     return await once(
         ctx,
         tool,
-        {"lead_id": lead.id, "email": lead.email},
-        lambda key: ctx.integrations.hubspot.sync_lead(
+        {"lead_id": lead.id, "email": lead.email, "stage": lead.stage},
+        lambda key: hubspot.sync_lead(
             lead.email or "",
             deal_name=deal_name[:200],
             contact_properties={k: v for k, v in contact.items() if v},
-            amount=budget_amount(fields.get("budget")),
+            # A recurring budget is a deal worth a year of it; the summary says the period.
+            amount=yearly_value(LeadFields.model_validate(fields)),
             lead_score=lead.score,
             summary=_describe_lead(lead),
             dedupe_key=lead.id,
+            deal_id=deal_id,
+            deal_stage=hubspot.config.booked_stage if booked else None,
         ),
     )
 

@@ -11,10 +11,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import httpx
 from agentscope.agent import Agent, ContextConfig, InjectionConfig, ReActConfig
-from agentscope.event import RequireUserConfirmEvent, UserConfirmResultEvent
+from agentscope.event import (
+    RequireUserConfirmEvent,
+    ToolResultEndEvent,
+    UserConfirmResultEvent,
+)
 from agentscope.message import Msg, TextBlock, UserMsg
 from agentscope.state import AgentState
 from agentscope.tool import Toolkit
@@ -22,8 +27,11 @@ from pydantic import ValidationError
 
 from app.agents import AGENTS, DEFAULT_AGENT, AgentSpec
 from app.config import Settings
-from app.engine.approvals import ApprovalDesk, resumption
+from app.engine.approvals import FLOW_REPLY, ApprovalDesk, arguments_of, resumption
+from app.engine.director import Director
 from app.engine.events import AgentStarted, ApprovalResolved, ErrorInfo, Handoff
+from app.engine.extraction import make_extractor
+from app.engine.flow import Brief
 from app.engine.memory import SharedMemory
 from app.engine.runs import Run
 from app.engine.tool_base import CURRENT_TURN, TurnContext
@@ -32,6 +40,7 @@ from app.engine.translate import AgentReplyError, AgentStreamTranslator
 from app.integrations.setup import Integrations
 from app.llm.errors import classify_llm_error
 from app.llm.factory import LLMProvider
+from app.llm.writer import BRIEF, written_reply
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,42 @@ def text_only(msg: Msg) -> Msg | None:
 def hint(text: str) -> Msg:
     """A note from the hub to the agents (never shown to the visitor)."""
     return UserMsg(name="hub", content=f"[Team note] {text}")
+
+
+def brief_note(brief: Brief) -> Msg:
+    """The flow's brief for the answering agent: words for a model, data for the offline
+    engine. It is dropped from the agent's memory once the reply is written."""
+    return UserMsg(name="hub", content=brief.as_note(), metadata={BRIEF: brief.as_data()})
+
+
+def last_said(state: AgentState) -> str | None:
+    """The last thing an assistant said in this agent's hearing (what a short answer such
+    as 'Maria' replies to)."""
+    for msg in reversed(state.context):
+        if msg.role == "assistant" and (text := msg.get_text_content()):
+            return text
+    return None
+
+
+@dataclass
+class ReplyGuard:
+    """Watches one agent's reply for what small models do wrong: a transfer that hands
+    over ends the reply at once; after a round of its own tool calls (a refused or no-op
+    transfer included) the agent must answer in text, since the flow has done the
+    business steps already, so repeated calls cannot loop."""
+
+    ctx: TurnContext
+    cut: bool = False
+
+    def __call__(self, agent: Agent, event: object) -> None:
+        if not isinstance(event, ToolResultEndEvent):
+            return
+        if self.ctx.pending_handoff is not None:
+            self.cut = True
+        else:
+            # The round ends with this result; the next model call is AgentScope's final
+            # one, with tool_choice "none".
+            agent.state.cur_iter = max(agent.state.cur_iter, agent.react_config.max_iters - 1)
 
 
 class MessageHub:
@@ -136,6 +181,7 @@ class Group:
         store: Store,
         provider: LLMProvider,
         integrations: Integrations,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -143,6 +189,12 @@ class Group:
         self.integrations = integrations
         self.needs_approval = frozenset(settings.approval_required_tools)
         self.approvals = ApprovalDesk(store, settings.approval_timeout_seconds)
+        self.director = Director(
+            store,
+            make_extractor(provider.name, settings, http),
+            self.approvals.confirm,
+            self.needs_approval,
+        )
         self._toolkits: dict[tuple[str, bool], Toolkit] = {}
         # The agents' configs are the same for every agent and turn: built once, as
         # ContextConfig derives a JSON schema each time it is made.
@@ -245,67 +297,151 @@ class Group:
         run: Run,
         team: Team,
         name: str,
-        inputs: Msg | UserConfirmResultEvent | None,
+        inputs: Msg | list[Msg] | UserConfirmResultEvent | None,
         share: bool = True,
+        brief: Brief | None = None,
     ) -> Msg | None:
         """One agent's reply, streamed as the run's events and (with `share`) heard by
-        the others. A reply parked on an approval resumes once it is decided."""
+        the others. A reply parked on an approval resumes once it is decided. A reply
+        that ends without text (the model looped, erred or only called tools) gets the
+        flow's own words instead, and the run records that it degraded."""
         run.active_agent = name
         await run.emit(AgentStarted, agent=name)
         translator = AgentStreamTranslator(run, name)
+        guard = ReplyGuard(team.ctx)
         final: Msg | None = None
         while True:
             parked: RequireUserConfirmEvent | None = None
             agent = await self.agent(team, name)
-            async for event in agent.reply_stream(inputs, yield_final_msg=True):
-                if isinstance(event, Msg):
-                    final = event
-                elif isinstance(event, RequireUserConfirmEvent):
-                    parked = event
-                else:
-                    await translator.handle(event)
+            stream = agent.reply_stream(inputs, yield_final_msg=True)
+            try:
+                async for event in stream:
+                    if isinstance(event, Msg):
+                        final = event
+                    elif isinstance(event, RequireUserConfirmEvent):
+                        parked = event
+                    else:
+                        await translator.handle(event)
+                        guard(agent, event)
+                        if guard.cut:
+                            break
+            except AgentReplyError as exc:
+                log.warning("run %s: %s degraded its reply: %s", run.id, name, exc)
+                run.usage.degraded = "agent_error"
+            finally:
+                await stream.aclose()
             if parked is None:
                 break
             await team.hub.load_all()  # the states are saved while the call waits
             inputs = await self.approvals.ask(run, name, parked)
+        if translator.exceeded and run.usage.degraded is None:
+            run.usage.degraded = "max_iters"
+        if not translator.said_anything and team.ctx.pending_handoff is None:
+            await self._say_for(run, name, translator, team, brief)
+            final = None
         await translator.finish()
-        if final is not None and share:
+        self._forget_briefs(team, name)
+        if final is not None and share and final.get_text_content():
             team.hub.broadcast(final, exclude=name)
+        elif translator.reply is not None and share:
+            said = Msg(name=name, role="assistant", content=[TextBlock(text=translator.reply.text)])
+            team.hub.broadcast(said, exclude=name)
         return final
 
+    async def _say_for(
+        self,
+        run: Run,
+        name: str,
+        translator: AgentStreamTranslator,
+        team: Team,
+        brief: Brief | None,
+    ) -> None:
+        """The flow's own reply for an agent whose model gave no text."""
+        state = await team.hub.state(name)
+        text = written_reply(brief.as_data() if brief else None, run.message, last_said(state))
+        if run.usage.degraded is None:
+            run.usage.degraded = "no_text"
+        log.info("run %s: %s answered with the flow's words (%s)", run.id, name, run.usage.degraded)
+        await translator.say(text)
+        state.context.append(Msg(name=name, role="assistant", content=[TextBlock(text=text)]))
+
+    @staticmethod
+    def _forget_briefs(team: Team, name: str) -> None:
+        state = team.hub.states.get(name)
+        if state is not None:
+            state.context = [m for m in state.context if BRIEF not in (m.metadata or {})]
+
     async def run(self, run: Run) -> None:
-        """A chat turn: the active agent answers; a handoff lets the next one answer too.
-        A run that resumes a decided approval continues the parked reply instead."""
+        """A chat turn: the flow takes the visitor's message (facts, routing, business
+        steps), then the agent it chose answers; a transfer the model makes hands over
+        at once. A run that resumes a decided approval continues where it waited."""
         async with self.team(run, list(AGENTS)) as team:
             await self._converse(run, team)
 
     async def _converse(self, run: Run, team: Team) -> None:
-        inputs: Msg | UserConfirmResultEvent
         if run.resume is not None:
-            active = run.resume.agent
-            approved = run.resume.status == "approved"
-            await run.emit(
-                ApprovalResolved, agent=active, approval_id=run.resume.id, approved=approved
-            )
-            inputs = resumption(run.resume)
-        else:
-            active = run.conversation.active_agent
-            if active not in AGENTS:
-                active = DEFAULT_AGENT
-            inputs = UserMsg(name=VISITOR, content=run.message)
-            team.hub.broadcast(inputs, exclude=active)
+            await self._resume(run, team)
+            return
+        active = run.conversation.active_agent
+        if active not in AGENTS:
+            active = DEFAULT_AGENT
+        state = await team.hub.state(active)
+        said_before = last_said(state)
+        agent, reason, brief = await self.director.plan(
+            run, team.ctx.memory, active, said_before, first_turn=said_before is None
+        )
+        if agent != active:
+            await run.emit(Handoff, agent=active, from_agent=active, to=agent, reason=reason)
+            team.ctx.visited.add(active)
+        visitor = UserMsg(name=VISITOR, content=run.message)
+        team.hub.broadcast(visitor, exclude=agent)
+        await self._answer(run, team, agent, [visitor, brief_note(brief)], brief)
+
+    async def _answer(
+        self,
+        run: Run,
+        team: Team,
+        agent: str,
+        inputs: Msg | list[Msg] | UserConfirmResultEvent,
+        brief: Brief | None,
+    ) -> None:
+        """The agent answers; a transfer its model makes passes the turn on."""
         while True:
-            await self.reply(run, team, active, inputs)
+            team.ctx.speaking = agent
+            team.ctx.visited.add(agent)
+            await self.reply(run, team, agent, inputs, brief=brief)
             handoff = team.ctx.take_handoff()
             if handoff is None:
                 return
             target, reason = handoff
-            await run.emit(Handoff, agent=active, from_agent=active, to=target, reason=reason)
-            inputs = hint(
-                f"{AGENTS[active].title} handed the visitor to you ({reason}). "
-                "Answer the visitor's last message yourself."
+            await run.emit(Handoff, agent=agent, from_agent=agent, to=target, reason=reason)
+            if brief is not None:
+                brief = replace(brief, agent=target, took_over_from=agent)
+            inputs = (
+                brief_note(brief)
+                if brief is not None
+                else hint(
+                    f"{AGENTS[agent].title} handed the visitor to you ({reason}). "
+                    "Answer the visitor's last message yourself."
+                )
             )
-            active = target
+            agent = target
+
+    async def _resume(self, run: Run, team: Team) -> None:
+        """Continue a turn that waited for an operator's decision across a restart."""
+        approval = run.resume
+        approved = approval.status == "approved"
+        await run.emit(
+            ApprovalResolved, agent=approval.agent, approval_id=approval.id, approved=approved
+        )
+        if approval.reply_id != FLOW_REPLY:
+            await self._answer(run, team, approval.agent, resumption(approval), None)
+            return
+        said = await self.director.resume_step(
+            run, team.ctx.memory, approval.agent, approval.tool, arguments_of(approval), approved
+        )
+        brief = Brief(agent=approval.agent, known={}, done=said)
+        await self._answer(run, team, approval.agent, brief_note(brief), brief)
 
     def classify_error(self, exc: BaseException) -> ErrorInfo:
         if isinstance(exc, AgentReplyError):

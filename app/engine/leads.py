@@ -13,6 +13,7 @@ facts always give the same score (0-100):
 | role                        | 5      |
 | budget given                | 10     |
 | budget of $5,000 or more    | +10    |
+| (a monthly budget counts 12 months, a yearly one 1)  |        |
 | authority: decision maker   | 15     |
 | authority: influencer       | 7      |
 | need described              | 15     |
@@ -38,7 +39,8 @@ from app.store import Store
 from app.store.models import Lead
 
 Stage = Literal["new", "engaged", "qualified", "disqualified", "booked"]
-Authority = Literal["decision_maker", "influencer", "unknown"]
+Authority = Literal["decision_maker", "influencer", "none", "unknown"]
+Period = Literal["one_time", "monthly", "yearly"]
 Service = Literal["web_development", "digital_marketing", "other"]
 
 QUALIFIED_SCORE = 70
@@ -61,8 +63,13 @@ class LeadFields(BaseModel):
     budget: str | None = Field(
         default=None, max_length=80, description="Budget as said, e.g. '$15k'"
     )
+    budget_amount: float | None = Field(default=None, ge=0, description="The budget's number")
+    budget_period: Period | None = Field(
+        default=None, description="one_time, or monthly / yearly for a recurring budget"
+    )
     authority: Authority | None = Field(
-        default=None, description="Whether the visitor decides: decision_maker or influencer"
+        default=None,
+        description="Whether the visitor decides: decision_maker, influencer or none",
     )
     need: str | None = Field(
         default=None, max_length=500, description="What they need, in their words"
@@ -71,6 +78,9 @@ class LeadFields(BaseModel):
         default=None, max_length=80, description="When they need it, e.g. 'in 2 months'"
     )
     service: Service | None = Field(default=None, description="The service line it concerns")
+    meeting_preference: str | None = Field(
+        default=None, max_length=80, description="When they would like a call"
+    )
 
     @field_validator("phone")
     @classmethod
@@ -110,13 +120,23 @@ def timeline_months(timeline: str | None) -> float | None:
     return None
 
 
+def yearly_value(fields: LeadFields) -> float | None:
+    """What the budget is worth over a year: 12 months of a monthly budget."""
+    amount = fields.budget_amount
+    if amount is None:
+        amount = budget_amount(fields.budget)
+    if amount is None:
+        return None
+    return amount * 12 if fields.budget_period == "monthly" else amount
+
+
 def score(fields: LeadFields) -> int:
     points = 0
     points += 15 if fields.email else 0
     points += sum(5 for value in (fields.name, fields.phone, fields.company, fields.role) if value)
-    if fields.budget:
+    if fields.budget or fields.budget_amount is not None:
         points += 10
-        amount = budget_amount(fields.budget)
+        amount = yearly_value(fields)
         points += 10 if amount is not None and amount >= BIG_BUDGET else 0
     points += {"decision_maker": 15, "influencer": 7}.get(fields.authority or "", 0)
     points += 15 if fields.need else 0
@@ -138,6 +158,14 @@ def stage(fields: LeadFields, points: int, booked: bool = False) -> Stage:
     return "engaged" if fields.known() else "new"
 
 
+SOURCES = "sources"
+
+
+def fields_of(lead: Lead) -> dict[str, Any]:
+    """The lead's qualification fields, without their provenance."""
+    return {key: value for key, value in lead.fields.items() if key != SOURCES}
+
+
 async def record_lead(
     store: Store,
     conversation_id: str | None,
@@ -146,9 +174,11 @@ async def record_lead(
     agent: str | None = None,
     source: str = "chat",
     booked: bool = False,
+    sources: dict[str, str] | None = None,
 ) -> Lead:
     """Merge `new_fields` into the conversation's lead (creating it) and re-score it;
-    `lead.updated` is emitted only when something changed."""
+    `lead.updated` is emitted only when something changed. `sources` names the visitor
+    message each new field came from (kept under the fields' `sources` key)."""
     now = time.time()
     lead = await store.get_lead_for_conversation(conversation_id) if conversation_id else None
     if lead is None:
@@ -162,8 +192,9 @@ async def record_lead(
         before = None
     else:
         before = (lead.fields, lead.score, lead.stage)
-    merged = LeadFields.model_validate({**lead.fields, **new_fields.known()})
-    lead.fields = merged.known()
+    merged = LeadFields.model_validate({**fields_of(lead), **new_fields.known()})
+    provenance = {**lead.fields.get(SOURCES, {}), **(sources or {})}
+    lead.fields = merged.known() | ({SOURCES: provenance} if provenance else {})
     lead.email = merged.email
     lead.score = score(merged)
     lead.stage = stage(merged, lead.score, booked=booked or lead.stage == "booked")
@@ -188,7 +219,7 @@ async def analyze_lead(store: Store, lead: Lead) -> Lead:
     (recorded fields win), and write a plain summary of that conversation."""
     from app.llm.offline_rules import VisitorFacts  # fact extraction shared with the rules
 
-    fields = LeadFields.model_validate(lead.fields)
+    fields = LeadFields.model_validate(fields_of(lead))
     summary = "No conversation is attached to this lead."
     if lead.conversation_id:
         messages = await store.list_messages(lead.conversation_id)
@@ -196,7 +227,7 @@ async def analyze_lead(store: Store, lead: Lead) -> Lead:
         agents = sorted({m.agent for m in messages if m.role == "assistant" and m.agent})
         heard = VisitorFacts.from_texts(said).lead_fields()
         try:
-            fields = LeadFields.model_validate({**heard, **lead.fields})
+            fields = LeadFields.model_validate({**heard, **fields_of(lead)})
         except ValueError:
             pass  # something the visitor said does not validate: keep the recorded fields
         known = fields.known()
@@ -207,7 +238,8 @@ async def analyze_lead(store: Store, lead: Lead) -> Lead:
         if said:
             parts.append(f'Last visitor message: "{said[-1][:200]}"')
         summary = " ".join(parts)
-    lead.fields = fields.known()
+    provenance = lead.fields.get(SOURCES)
+    lead.fields = fields.known() | ({SOURCES: provenance} if provenance else {})
     lead.email = fields.email
     lead.score = score(fields)
     lead.stage = stage(fields, lead.score, booked=lead.stage == "booked")

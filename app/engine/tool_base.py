@@ -4,7 +4,7 @@ the shape of its result."""
 import json
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -36,6 +36,8 @@ class TurnContext:
     max_handoffs: int
     handoffs: int = 0
     pending_handoff: tuple[str, str] | None = None
+    speaking: str | None = None  # the agent answering now
+    visited: set[str] = field(default_factory=set)  # the agents that had the turn
 
     def take_handoff(self) -> tuple[str, str] | None:
         handoff, self.pending_handoff = self.pending_handoff, None

@@ -114,17 +114,15 @@ def transfer_description(target: str) -> str:
 def _transfer(target: str) -> ToolFunction:
     async def transfer_to(reason: str) -> ToolChunk:
         ctx = current_turn()
+        if target == ctx.speaking or target in ctx.visited:
+            # A transfer to oneself, or back to an agent that already had this turn, is
+            # a no-op: small models repeat transfers.
+            return result({"transferred_to": None, "note": "You keep the visitor."})
         if ctx.handoffs >= ctx.max_handoffs:
             raise ToolRefused("No more handoffs in this turn: answer the visitor yourself now.")
         ctx.handoffs += 1
         ctx.pending_handoff = (target, reason)
-        return result(
-            {
-                "transferred_to": target,
-                "instruction": "Tell the visitor in one short sentence that your colleague "
-                f"({AGENTS[target].title}) takes over. Do not answer the question yourself.",
-            }
-        )
+        return result({"transferred_to": target})
 
     return transfer_to
 

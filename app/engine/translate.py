@@ -61,6 +61,7 @@ class AgentStreamTranslator:
         self._tool_input: dict[str, list[str]] = {}
         self._tool_output: dict[str, list[str]] = {}
         self._tool_calls: dict[str, tuple[dict[str, Any], float]] = {}  # arguments, start
+        self.exceeded = False  # the agent reached AGENT_MAX_ITERS
 
     async def handle(self, event: Any) -> None:
         match event:
@@ -99,9 +100,19 @@ class AgentStreamTranslator:
             case ReplyEndEvent(error=error) if error is not None:
                 raise AgentReplyError(error.message)
             case ReplyEndEvent(finished_reason=ReplyFinishedReason.EXCEED_MAX_ITERS):
-                raise AgentReplyError(
-                    "The agent did not reach an answer within its step limit (AGENT_MAX_ITERS)."
-                )
+                # What it said in its forced last step stands; with nothing said, the
+                # group answers for it.
+                self.exceeded = True
+
+    @property
+    def said_anything(self) -> bool:
+        return self.reply is not None and bool(self.reply.text.strip())
+
+    async def say(self, text: str) -> None:
+        """Stream a reply the agent's model did not write, a sentence per delta."""
+        sentences = [s for s in text.replace(". ", ".\n").split("\n") if s]
+        for index, sentence in enumerate(sentences):
+            await self._text(sentence if index == 0 else " " + sentence)
 
     async def finish(self) -> None:
         """The agent's reply ended normally: its message is complete."""

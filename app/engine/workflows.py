@@ -144,6 +144,8 @@ async def run_workflow(group: Group, control: WorkflowControl, run: Run) -> None
         case _:
             names = definition.agents
     async with group.team(run, names, handoffs=False) as team:
+        # The facts of the workflow's input reach memory and the lead as in a chat turn.
+        await group.director.take_message(run, team.ctx.memory, names[0], run.message, None)
         if definition.workflow_type == "parallel":
             # Everyone answers the same input at once; they hear each other afterwards.
             await control.checkpoint(cid)

@@ -80,7 +80,8 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadli
 
 class ServiceClient:
     service: ClassVar[str]
-    not_configured_hint: ClassVar[str]
+    not_configured_hint: ClassVar[str]  # for operators: logs and the tool log, never a visitor
+    not_configured_note: ClassVar[str]  # what an agent may tell a visitor instead
 
     def __init__(
         self,
@@ -100,6 +101,7 @@ class ServiceClient:
         )
         self._owns_http = http is None
         self.http = http or httpx.AsyncClient(timeout=config.timeout_seconds)
+        self._hint_logged = False
         self._health = ServiceHealth(
             service=self.service, status="configured" if config.configured else "not_configured"
         )
@@ -127,7 +129,10 @@ class ServiceClient:
         """Run one public operation: skip it when not configured, give it one deadline, and turn
         IntegrationError into a result (tools report failures; they never raise them)."""
         if not self.config.configured:
-            return IntegrationResult.skipped("not_configured", self.not_configured_hint)
+            if not self._hint_logged:
+                log.warning("%s", self.not_configured_hint)
+                self._hint_logged = True
+            return IntegrationResult.skipped("not_configured", self.not_configured_note)
         token = _deadline.set(self.clock.monotonic() + self.policy.deadline_seconds)
         try:
             return await operation()

@@ -75,6 +75,9 @@ class GoogleCalendarClient(ServiceClient):
         "Google Calendar is not configured: set CALENDAR_API_KEY (service-account JSON or its "
         "path) and GOOGLE_CALENDAR_ID (a calendar shared with the service account)."
     )
+    not_configured_note = (
+        "I can't reach the calendar from here; the team will email you to find a time."
+    )
     config: GoogleCalendarConfig
 
     def __init__(self, config: GoogleCalendarConfig, **kwargs: Any) -> None:

@@ -23,7 +23,10 @@ class HubSpotConfig(ServiceConfig):
     access_token: SecretStr | None = None
     base_url: str = "https://api.hubapi.com"
     pipeline: str = "default"
-    deal_stage: str = "appointmentscheduled"  # internal stage id, not its label
+    # Internal stage ids, not labels: a qualified lead's new deal, and the stage it moves to
+    # once a call is booked.
+    deal_stage: str = "qualifiedtobuy"
+    booked_stage: str = "appointmentscheduled"
     # A custom deal property with "unique values" (e.g. parley_lead_id): when set, deals are
     # upserted by it, so creating a deal becomes safe to retry.
     deal_id_property: str | None = None
@@ -71,6 +74,7 @@ def _first_result(response: httpx.Response, what: str) -> dict[str, Any]:
 class HubSpotClient(ServiceClient):
     service = "hubspot"
     not_configured_hint = "HubSpot is not configured: set CRM_API_KEY to a private-app token."
+    not_configured_note = "The CRM is not connected here; the team will add the details themselves."
     config: HubSpotConfig
 
     async def _headers(self) -> dict[str, str]:
@@ -137,17 +141,19 @@ class HubSpotClient(ServiceClient):
         summary: str | None = None,
         deal_id: str | None = None,
         dedupe_key: str | None = None,
+        deal_stage: str | None = None,
     ) -> IntegrationResult:
         """Contact, deal and their association in one deadline. On failure, `data` keeps the ids
-        already written so the caller can resume instead of duplicating."""
-        props = self._deal_properties(deal_name, amount, lead_score, summary, None, None)
+        already written so the caller can resume instead of duplicating. `deal_stage` moves an
+        existing deal (or places a new one) at that stage."""
+        props = self._deal_properties(deal_name, amount, lead_score, summary, deal_stage, None)
 
         async def op() -> IntegrationResult:
             done: dict[str, Any] = {}
             try:
                 contact = await self._upsert_contact(email, contact_properties)
                 done.update(contact_id=contact["contact_id"], created_contact=contact["created"])
-                deal = await self._upsert_deal(props, deal_id, dedupe_key, None)
+                deal = await self._upsert_deal(props, deal_id, dedupe_key, deal_stage)
                 done.update(deal_id=deal["deal_id"], created_deal=deal["created"])
                 await self._associate(deal["deal_id"], contact["contact_id"])
             except IntegrationError as exc:

@@ -23,6 +23,7 @@ Reason = Literal[
     "conflict",
     "recipient_not_allowed",  # e-mail to someone other than the lead or the sales inbox
     "missing_email",  # the lead has no e-mail yet: recorded here, not sent to the CRM
+    "not_qualified",  # the lead is not qualified yet: kept here, not sent to the CRM
 ]
 
 

@@ -44,6 +44,7 @@ class SendGridClient(ServiceClient):
     not_configured_hint = (
         "SendGrid is not configured: set EMAIL_API_KEY and EMAIL_FROM (a verified sender)."
     )
+    not_configured_note = "E-mail is not connected here; the team will follow up another way."
     config: SendGridConfig
 
     def __init__(self, config: SendGridConfig, **kwargs: Any) -> None:

@@ -56,6 +56,7 @@ def build_integrations(settings: Settings) -> Integrations:
         base_url=settings.hubspot_base_url,
         pipeline=settings.hubspot_pipeline,
         deal_stage=settings.hubspot_deal_stage,
+        booked_stage=settings.hubspot_booked_stage,
         deal_id_property=settings.hubspot_deal_id_property,
         **common,
     )

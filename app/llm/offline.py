@@ -1,12 +1,13 @@
 """The built-in offline engine as an AgentScope chat model.
 
-Each call takes one deterministic step (app/llm/offline_policy.py): real tool calls
-for memory, the lead and handoffs, or a text reply streamed word by word at a
-configurable pace. The whole server works the same with no LLM installed.
+The conversation's flow (facts, routing, business steps) runs in code whatever the
+model; this model writes the words. In a chat turn it writes the reply from the flow's
+brief (app/llm/writer.py); elsewhere (workflows, one agent invoked) it answers the
+visitor's messages with the rules of app/llm/offline_rules.py. Text is streamed word by
+word at a configurable pace, so the whole server works the same with no LLM installed.
 """
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import AsyncGenerator
@@ -17,8 +18,11 @@ from agentscope.model import ChatModelBase, ChatResponse, ChatUsage
 from agentscope.tool import ToolChoice
 from pydantic import BaseModel
 
-from app.llm.offline_policy import Step, decide
+from app.llm.offline_rules import offline_reply
 from app.llm.text_formatter import PlainTextFormatter
+from app.llm.writer import BRIEF, written_reply
+
+VISITOR = "visitor"
 
 WORD = re.compile(r"\S+\s*")
 
@@ -47,27 +51,14 @@ class OfflineChatModel(ChatModelBase):
         tool_choice: ToolChoice | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[ChatResponse, None]:
-        tool_names = {t["function"]["name"] for t in tools or []}
-        step = decide(messages, tool_names)
         input_tokens = sum(len(WORD.findall(m.get_text_content() or "")) for m in messages)
-        return self._stream(step, input_tokens, block_id=uuid.uuid4().hex)
+        return self._stream(reply_to(messages), input_tokens, block_id=uuid.uuid4().hex)
 
     async def _stream(
-        self, step: Step, input_tokens: int, block_id: str
+        self, text: str, input_tokens: int, block_id: str
     ) -> AsyncGenerator[ChatResponse, None]:
         delay = self.parameters.token_delay_seconds
-        if step.tool_calls:
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = ChatResponse(content=[], is_last=False, id=block_id)
-            for index, call in enumerate(step.tool_calls):
-                chunk.append_tool_call(
-                    block_id=f"{block_id}-{index}", name=call.name, input=json.dumps(call.arguments)
-                )
-            chunk.usage = ChatUsage(input_tokens=input_tokens, output_tokens=1, time=0.0)
-            yield chunk
-            return
-        words = WORD.findall(step.text)
+        words = WORD.findall(text)
         for count, word in enumerate(words, start=1):
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -75,3 +66,27 @@ class OfflineChatModel(ChatModelBase):
             chunk.append_text(word, block_id=block_id)
             chunk.usage = ChatUsage(input_tokens=input_tokens, output_tokens=count, time=0.0)
             yield chunk
+
+
+def reply_to(messages: list[Msg]) -> str:
+    """The reply to the conversation this agent has heard: from the flow's latest brief,
+    or by the rules when there is none."""
+    visitor_texts: list[str] = []
+    previous: str | None = None  # the last reply before the visitor's latest message
+    said_since: str | None = None
+    brief: dict[str, Any] | None = None
+    for msg in messages:
+        text = msg.get_text_content() or ""
+        if msg.role == "user" and msg.name == VISITOR:
+            visitor_texts.append(text)
+            previous = said_since or previous
+            said_since = None
+            brief = None
+        elif msg.role == "assistant" and text:
+            said_since = text
+        elif BRIEF in (msg.metadata or {}):
+            brief = msg.metadata[BRIEF]
+    latest = visitor_texts[-1] if visitor_texts else ""
+    if brief is not None:
+        return written_reply(brief, latest, previous)
+    return offline_reply(visitor_texts)

@@ -73,7 +73,7 @@ class VisitorFacts:
             if MARKETING.search(text) and "digital marketing" not in facts.interests:
                 facts.interests.append("digital marketing")
             if facts.need is None:
-                facts.need = _need(text)
+                facts.need = need_of(text)
         return facts
 
     def as_memory(self) -> dict[str, str]:
@@ -118,7 +118,7 @@ class VisitorFacts:
         return None
 
 
-def _need(text: str) -> str | None:
+def need_of(text: str) -> str | None:
     """The visitor's project in their words: 'a new online shop' from 'I need a new online shop'."""
     for sentence in re.split(r"(?<=[.!?])\s+", text):
         if WEB.search(sentence) or MARKETING.search(sentence):

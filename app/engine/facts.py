@@ -1,0 +1,158 @@
+"""What one visitor message says about the visitor: the extraction schema, and the checks
+that keep a model's answer to what the message really says.
+
+Every visitor message goes through one constrained extraction (a JSON schema the model
+must follow, or the offline engine's rules). The result is checked here before code
+merges it into the lead: values the message does not contain are dropped (a small model
+may invent a company from an email domain), and a value that does not validate (an
+email without a domain) is reported, not stored.
+"""
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, ValidationError
+
+Authority = Literal["decision_maker", "influencer", "none"]
+Period = Literal["one_time", "monthly", "yearly"]
+Service = Literal["web_development", "digital_marketing", "other"]
+
+
+class Facts(BaseModel):
+    """The facts one visitor message gives; null for everything it does not say."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = Field(default=None, description="The visitor's own name")
+    email: str | None = Field(default=None, description="The visitor's email address")
+    phone: str | None = Field(default=None, description="The visitor's phone number")
+    company: str | None = Field(default=None, description="The visitor's company or shop")
+    role: str | None = Field(default=None, description="The visitor's job title, e.g. CEO")
+    authority: Authority | None = Field(
+        default=None,
+        description="decision_maker if the visitor decides or signs off themselves; "
+        "influencer if someone else decides and the visitor recommends; none if the visitor "
+        "has no say; null if the message does not tell",
+    )
+    budget_amount: float | None = Field(
+        default=None, description="The budget as a plain number, e.g. 12000 for '$12k'"
+    )
+    budget_currency: str | None = Field(default=None, description="ISO code, e.g. USD")
+    budget_period: Period | None = Field(
+        default=None, description="monthly for '$2,500 a month', else one_time"
+    )
+    timeline: str | None = Field(default=None, description="When they need it, e.g. '2 months'")
+    need: str | None = Field(default=None, description="What they want built or done")
+    service: Service | None = Field(
+        default=None,
+        description="web_development for websites, shops and web apps; digital_marketing "
+        "for SEO, ads, social media and email campaigns",
+    )
+    meeting_preference: str | None = Field(
+        default=None, description="When they would like a call, e.g. 'Tuesday afternoon'"
+    )
+    wants_call: bool | None = Field(
+        default=None, description="true if the visitor asks for a call or a meeting"
+    )
+    slot_choice: int | None = Field(
+        default=None, description="1 for the first offered time, 2 for the second, ..."
+    )
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+# What a model is asked to fill, as a JSON schema every field of which is required and
+# nullable: the form grammar-constrained decoding (llama.cpp, Ollama, OpenAI) accepts.
+def extraction_schema() -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for name, field in Facts.model_fields.items():
+        schema = TypeAdapter(field.annotation).json_schema()
+        schema.pop("title", None)
+        if field.description:
+            schema["description"] = field.description
+        properties[name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+EMAIL_ADAPTER: TypeAdapter[str] = TypeAdapter(EmailStr)
+DIGITS = re.compile(r"\d")
+ADDRESS = re.compile(r"[\w.+-]+@[\w.-]+")
+TIME_WORDS = re.compile(
+    r"\b(?:asap|soon|urgent|now|today|tomorrow|week|month|quarter|year|spring|summer|autumn|"
+    r"fall|winter|january|february|march|april|may|june|july|august|september|october|"
+    r"november|december|christmas|holidays?)\b",
+    re.I,
+)
+AUTHORITY_CUES = re.compile(
+    r"\b(?:decide|decides|decision|sign|signs|signing|approve|approves|boss|owner|own|ceo|"
+    r"founder|cfo|cto|coo|president|director|board|manager|recommend|say|call the shots|"
+    r"up to me|my call)\b",
+    re.I,
+)
+DAY_WORDS = re.compile(
+    r"\b(?:mon|tues|wednes|thurs|fri|satur|sun)day|\b(?:morning|afternoon|evening|noon|"
+    r"tomorrow|today|next week|\d{1,2}(?::\d{2})?\s*(?:am|pm)?)\b",
+    re.I,
+)
+
+
+def _mentioned(value: str, text: str) -> bool:
+    """Whether every word of `value` occurs in the message (case-insensitively)."""
+    words = re.findall(r"\w+", value.casefold())
+    lowered = text.casefold()
+    return bool(words) and all(word in lowered for word in words)
+
+
+def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
+    """Keep the facts the message supports; also name the fields whose value is invalid
+    (e.g. `email`), so the reply can ask the visitor to check them."""
+    kept = facts.model_copy()
+    invalid: list[str] = []
+    words = ADDRESS.sub(" ", text)  # a name or company is never read from an email address
+    for name in ("name", "company", "role"):
+        value = getattr(kept, name)
+        if value is not None and (not value.strip() or not _mentioned(value, words)):
+            setattr(kept, name, None)
+    if kept.email is not None:
+        if kept.email.casefold() not in text.casefold():
+            kept.email = None
+        else:
+            try:
+                kept.email = EMAIL_ADAPTER.validate_python(kept.email.strip())
+            except ValidationError:
+                invalid.append("email")
+                kept.email = None
+    if kept.phone is not None:
+        digits = "".join(DIGITS.findall(kept.phone))
+        if len(digits) < 7 or digits not in "".join(DIGITS.findall(text)):
+            kept.phone = None
+    if kept.budget_amount is not None and (kept.budget_amount <= 0 or not DIGITS.search(text)):
+        kept.budget_amount = kept.budget_currency = kept.budget_period = None
+    if kept.budget_amount is None:
+        kept.budget_period = kept.budget_currency = None
+    if kept.timeline is not None and not (DIGITS.search(text) or TIME_WORDS.search(text)):
+        kept.timeline = None
+    if kept.authority is not None and not AUTHORITY_CUES.search(text):
+        kept.authority = None
+    if kept.meeting_preference is not None and not DAY_WORDS.search(text):
+        kept.meeting_preference = None
+    if kept.need is not None and len(kept.need.split()) < 2:
+        kept.need = None
+    if kept.slot_choice is not None and not 1 <= kept.slot_choice <= 10:
+        kept.slot_choice = None
+    return kept, invalid
+
+
+def budget_text(amount: float, currency: str | None, period: str | None) -> str:
+    """'$12,000', '€8,000', '$2,500 per month'."""
+    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get((currency or "USD").upper())
+    number = f"{amount:,.0f}" if amount == int(amount) else f"{amount:,.2f}"
+    text = f"{symbol}{number}" if symbol else f"{number} {currency}"
+    suffix = {"monthly": " per month", "yearly": " per year"}.get(period or "", "")
+    return text + suffix
