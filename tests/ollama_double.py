@@ -72,13 +72,18 @@ class OllamaDouble:
     `replies[i]` answers the i-th chat request (the last one repeats); `requests`
     holds the JSON body of every `/api/chat` request; `upstream_closed` is set when a
     client closes a streamed chat before its final line, `finished` counts the
-    streams that reached their end (final line or error line).
+    streams that reached their end (final line or error line). A request with a
+    `format` (a JSON schema: Parley's fact extraction) is answered apart, with the next of
+    `extractions` (the last one repeats; `{}` when none), and kept in
+    `extraction_requests`.
     """
 
     def __init__(self, models: list[str] | None = None) -> None:
         self.models = list(models if models is not None else ["parley-test"])
         self.replies: list[Reply] = [Reply()]
         self.requests: list[dict[str, Any]] = []
+        self.extractions: list[str] = ["{}"]
+        self.extraction_requests: list[dict[str, Any]] = []
         self.upstream_closed = threading.Event()
         self.finished = 0
         self.port = free_port()
@@ -95,6 +100,7 @@ class OllamaDouble:
         """Forget earlier requests and answer the next ones with `replies`."""
         self.replies = list(replies) or [Reply()]
         self.requests.clear()
+        self.extraction_requests.clear()
         self.upstream_closed.clear()
         self.finished = 0
 
@@ -132,6 +138,8 @@ class OllamaDouble:
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
+        if "format" in body:
+            return self._extraction(body)
         index = len(self.requests)
         self.requests.append(body)
         model = body.get("model", "")
@@ -148,6 +156,14 @@ class OllamaDouble:
         return JSONResponse(
             self._final(model, reply, content=reply.text, tool_calls=reply.tool_calls)
         )
+
+    def _extraction(self, body: dict[str, Any]) -> Response:
+        """A structured-output chat, answered in one JSON body as Ollama does."""
+        index = len(self.extraction_requests)
+        self.extraction_requests.append(body)
+        content = self.extractions[min(index, len(self.extractions) - 1)]
+        model = body.get("model", "")
+        return JSONResponse(self._final(model, Reply(), content=content, tool_calls=None))
 
     async def _stream(self, model: str, reply: Reply) -> AsyncIterator[bytes]:
         """The NDJSON lines of one streamed chat; a client that leaves early is noted."""

@@ -75,8 +75,8 @@ def test_fuzzing_the_api_finds_no_server_error_and_no_hang(tmp_path: Path) -> No
 
 
 class ScriptedByConversation(OllamaDouble):
-    """Answers a request whose last message says `crash` with a reply that dies after a
-    few words, and any other with a normal reply."""
+    """Answers a request whose visitor message says `crash` with a reply that dies after
+    a few words, and any other with a normal reply."""
 
     dying = Reply(
         text="We build shops and run campaigns for many kinds of business every day.",
@@ -86,7 +86,7 @@ class ScriptedByConversation(OllamaDouble):
     )
 
     def _reply_for(self, index: int) -> Reply:
-        last = (self.requests[index].get("messages") or [{}])[-1]
+        last = (self.requests[index].get("messages") or [{}])[-2:]  # visitor, brief
         return self.dying if "crash" in json.dumps(last) else Reply(token_delay=0.01)
 
 
@@ -136,7 +136,12 @@ async def test_a_vendor_timing_out_fails_the_tool_not_the_turn(tmp_path: Path) -
         contacts.mock(side_effect=httpx.ReadTimeout("the vendor did not answer"))
         async with engine(settings) as runs:
             events = await asyncio.wait_for(
-                turn(runs, "Hi, I'm Dana Smith (dana@example.com). Can we book a call?"), WAIT
+                turn(
+                    runs,
+                    "Hi, I'm Dana Smith (dana@example.com), the owner, so I decide. We need a "
+                    "website, budget $9k, within 2 months.",
+                ),
+                WAIT,
             )
     assert events[-1].type == "run.completed"
     [sync] = [e for e in events if e.type == "tool.finished" and e.tool == "sync_lead_to_crm"]

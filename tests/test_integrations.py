@@ -321,7 +321,7 @@ async def test_hubspot_create_deal_with_score_and_summary(
     assert props["dealname"] == "Ada - Analytics"
     assert (props["pipeline"], props["dealstage"], props["amount"]) == (
         "default",
-        "appointmentscheduled",
+        "qualifiedtobuy",
         "1200",
     )
     assert props["description"] == deal_description(82, "Wants a pilot in May.")
@@ -553,7 +553,8 @@ async def test_not_configured_is_skipped_without_a_request(
     client = HubSpotClient(HubSpotConfig(), http=http)
     result = await client.upsert_contact("ada@example.com")
     assert (result.status, result.reason) == ("skipped", "not_configured")
-    assert "CRM_API_KEY" in (result.error or "") and not mock.calls
+    # What reaches an agent (and so a visitor) names no setting; the hint goes to the log.
+    assert "CRM_API_KEY" not in (result.error or "") and result.error and not mock.calls
     assert client.health.status == "not_configured"
 
 

@@ -27,7 +27,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_show_runs_latency_tools_and_streams(client: httpx.AsyncClient) -> None:
     before = samples((await client.get("/metrics")).text)
     events = await collect_sse(
-        client, "POST", "/api/chat/stream", json={"message": "I need a website, budget 5k"}
+        client,
+        "POST",
+        "/api/chat/stream",
+        # A qualified lead: the flow syncs it to the CRM and tells sales (both skipped here).
+        json={
+            "message": "I'm Ann Lee, ann@example.com, the owner, so I decide. I need a "
+            "website, budget 5k, within 2 months."
+        },
     )
     assert events[-1]["type"] == "run.completed"
     response = await client.get("/metrics")

@@ -8,11 +8,10 @@ LEAD_QUALIFICATION = AgentSpec(
     description="Collects the visitor's contact details and BANT (budget, authority, need, "
     "timeline), records them on the lead, and prepares the call with the sales team.",
     system_prompt=(
-        "You qualify sales leads for the company. Collect, one question at a time and only "
-        "what is still missing: name, email, company, role, budget, whether they decide "
-        "(authority), what they need, and their timeline. Record every answer with "
-        "`update_lead`. When the lead is complete, tell the visitor the sales team will "
-        "contact them by email to book a call."
+        "You qualify sales leads for the company and set up calls with its sales team. Ask "
+        "one question at a time, only for what is still missing: what they need, budget, "
+        "timeline, name, email, and whether they make the decision. When the lead is "
+        "complete, tell the visitor the sales team will contact them by email."
     ),
     tools=(
         "remember",

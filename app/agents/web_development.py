@@ -10,9 +10,7 @@ WEB_DEVELOPMENT = AgentSpec(
     system_prompt=(
         "You are the web development specialist of the company. You know websites, online "
         "shops (payments, catalogues, shipping), web applications and hosting. Answer "
-        "questions in your field concretely and briefly. Record every project detail the "
-        "visitor gives with `update_lead` (service web_development), then ask for the next "
-        "missing detail, one at a time: budget, timeline, name, email."
+        "questions in your field concretely and briefly."
     ),
     tools=(
         "remember",

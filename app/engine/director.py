@@ -27,7 +27,7 @@ from app.engine.leads import LeadFields, fields_of, record_lead
 from app.engine.memory import SharedMemory
 from app.engine.runs import Run
 from app.engine.steps import Confirm, call_tool
-from app.engine.tools import TOOLS
+from app.engine.tools import tool_function
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,7 @@ class Director:
         self, run: Run, agent: str, name: str, arguments: dict[str, Any]
     ) -> tuple[Any, str, str | None]:
         confirm = self.confirm if name in self.needs_approval else None
-        return await call_tool(
-            run, agent, name, TOOLS[name].make(agent), arguments, confirm=confirm
-        )
+        return await call_tool(run, agent, name, tool_function(name, agent), arguments, confirm)
 
     async def resume_step(
         self,
@@ -238,7 +236,7 @@ class Director:
         """A step that waited for an operator across a restart: done now if approved."""
         if not approved:
             return ["I wasn't able to do that: it was not approved. Our team will follow up."]
-        _, status, reason = await call_tool(run, agent, tool, TOOLS[tool].make(agent), arguments)
+        _, status, reason = await call_tool(run, agent, tool, tool_function(tool, agent), arguments)
         if tool == "send_qualification_notification" and (
             status == "success" or reason == "not_configured"
         ):

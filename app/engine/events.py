@@ -146,8 +146,8 @@ class Usage(BaseModel):
     model_calls: int = 0
     first_token_ms: float | None = None
     duration_ms: float = 0.0
-    # Why a reply was written by the flow instead of the model (max_iters, no_text,
-    # agent_error); None when the model's reply stood.
+    # Why the model's reply fell short (max_iters: it ran out of steps; no_text: it gave
+    # no text, so the flow wrote the reply); None when the model's reply stood.
     degraded: str | None = None
 
 

@@ -6,7 +6,7 @@ They are also what a model's answer is completed with for the fields rules read 
 
 import re
 
-from app.engine.facts import Facts
+from app.engine.facts import Facts, someone_elses
 from app.llm.offline_rules import EMAIL, MARKETING, MEETING, WEB, need_of
 
 ROLE_WORDS = (
@@ -26,14 +26,25 @@ NAME = re.compile(
     r"\b(?i:my name is|i am|i'm|this is|name's|call me|it's)\s+"
     r"([A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+)?)"
 )
+GREETED_NAME = re.compile(
+    r"^\s*(?i:hi|hello|hey)[,!]?\s+(?i:it's\s+|this is\s+)?([A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+)?)"
+    r"\s+(?i:from|here|at|of)\b"
+)
 ONLY_A_NAME = re.compile(r"^\s*(?:it's\s+)?([A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+)?)[\s.!]*$")
+BUSINESS = (
+    r"(?:bakery|firm|shop|store|agency|studio|company|business|startup|restaurant|cafe|"
+    r"clinic|practice|brand|label|team|gym|salon|hotel)"
+)
 COMPANY = re.compile(
     r"\b(?i:(?:ceo|cto|cfo|coo|owner|founder|head of [a-z]+|manager|director) (?:of|at)|i run|"
-    r"we are|we're|work (?:at|for)|company(?: is)?(?: called)?|shop called|business called|"
-    r"store called|bakery called|agency called)\s+((?:[A-Z][\w&'-]*)(?:\s+[A-Z][\w&'-]*){0,3})"
+    r"we are|we're|work (?:at|for)|from|for|with|company(?: is)?(?: called)?|"
+    rf"{BUSINESS}(?: is)? (?:called|named)|{BUSINESS},)\s+"
+    r"((?:[A-Z][\w&'-]*)(?:\s+[A-Z][\w&'-]*){0,3})"
 )
 NOT_A_COMPANY = re.compile(
-    r"^(?:I|We|The|A|An|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)$"
+    r"^(?:I|I'm|We|The|A|An|My|Our|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|"
+    r"January|February|March|April|May|June|July|August|September|October|November|December|"
+    r"SEO|Google|Facebook|Instagram|Shopify|WordPress|Christmas|Easter)$"
 )
 PHONE = re.compile(r"(?<![\w$€£])\+?\d[\d ().-]{5,18}\d(?![\w%])")
 MONEY = re.compile(
@@ -111,6 +122,8 @@ def _name(text: str, asked: str | None) -> str | None:
     for match in NAME.finditer(text):
         if not NOT_A_NAME.match(match.group(1)):
             return match.group(1)
+    if match := GREETED_NAME.match(text):
+        return match.group(1)
     if asked and re.search(r"\bname\b", asked, re.I) and (match := ONLY_A_NAME.match(text)):
         return match.group(1)
     return None
@@ -146,9 +159,10 @@ def _service(text: str) -> str | None:
 def rule_facts(message: str, asked: str | None = None) -> Facts:
     """The facts the rules can read in one visitor message."""
     text = EMAIL.sub(" ", message)  # an address is no name, company or phone number
+    own = [m.group(0) for m in EMAIL.finditer(message) if not someone_elses(m.group(0), message)]
     facts = Facts(
         name=_name(text, asked),
-        email=match.group(0) if (match := EMAIL.search(message)) else None,
+        email=own[0] if own else None,
         phone=_phone(text),
         company=_company(text),
         role=next(g for g in match.groups() if g) if (match := ROLE.search(text)) else None,

@@ -102,6 +102,49 @@ DAY_WORDS = re.compile(
 )
 
 
+# A value a model gives is kept only where the message has a word that can carry it.
+SLOT_CUES = re.compile(
+    r"\b(?:first|second|third|last|earliest|1st|2nd|3rd|one|two|three|option|\d|monday|tuesday|"
+    r"wednesday|thursday|friday|saturday|sunday|morning|afternoon|evening|noon)\b",
+    re.I,
+)
+CALL_CUES = re.compile(
+    r"\b(?:call|calls|meet|meeting|book|schedule|talk|speak|chat with|demo|appointment|"
+    r"consultation|session|zoom|phone)\b",
+    re.I,
+)
+SERVICE_CUES = {
+    "web_development": re.compile(
+        r"\b(?:site|website|web|shop|store|app|page|online|e-?commerce|ordering|platform|"
+        r"portal|booking system|wordpress|shopify|checkout|catalog(?:ue)?)",
+        re.I,
+    ),
+    "digital_marketing": re.compile(
+        r"\b(?:seo|marketing|ads|advert|social|campaign|google|instagram|facebook|tiktok|"
+        r"linkedin|newsletter|brand|traffic|leads|customers|promotion|ppc|content)",
+        re.I,
+    ),
+}
+NOT_NAME_WORDS = frozenset(
+    "the a an one first second third works work yes ok okay sure thanks thank you hi hello "
+    "call book please it that this is my our we i need want looking budget email".split()
+)
+# "send it to x@y", "my colleague's email x@y": an address the visitor gives for someone
+# else is never taken as theirs.
+THIRD_PARTY = re.compile(
+    r"(?:\b(?:send|forward|mail|email|e-mail|cc|copy|share|pass)\b[^.?!@]{0,60}\bto\s*|"
+    r"\b(?:his|her|their|colleague'?s?|boss'?s?|partner'?s?|friend'?s?|manager'?s?|"
+    r"someone'?s?)\s+(?:e-?mail|address)[^.?!@]{0,20})$",
+    re.I,
+)
+
+
+def someone_elses(email: str, text: str) -> bool:
+    """Whether the message gives `email` as another person's address."""
+    at = text.casefold().find(email.casefold())
+    return at >= 0 and bool(THIRD_PARTY.search(text[:at]))
+
+
 def _mentioned(value: str, text: str) -> bool:
     """Whether every word of `value` occurs in the message (case-insensitively)."""
     words = re.findall(r"\w+", value.casefold())
@@ -119,8 +162,12 @@ def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
         value = getattr(kept, name)
         if value is not None and (not value.strip() or not _mentioned(value, words)):
             setattr(kept, name, None)
+    if kept.name is not None and (
+        len(kept.name.split()) > 4 or NOT_NAME_WORDS & set(kept.name.casefold().split())
+    ):
+        kept.name = None
     if kept.email is not None:
-        if kept.email.casefold() not in text.casefold():
+        if kept.email.casefold() not in text.casefold() or someone_elses(kept.email, text):
             kept.email = None
         else:
             try:
@@ -144,8 +191,14 @@ def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
         kept.meeting_preference = None
     if kept.need is not None and len(kept.need.split()) < 2:
         kept.need = None
-    if kept.slot_choice is not None and not 1 <= kept.slot_choice <= 10:
+    if kept.slot_choice is not None and (
+        not 1 <= kept.slot_choice <= 10 or not SLOT_CUES.search(text)
+    ):
         kept.slot_choice = None
+    if kept.wants_call and not CALL_CUES.search(text):
+        kept.wants_call = None
+    if kept.service in SERVICE_CUES and not SERVICE_CUES[kept.service].search(text):
+        kept.service = None
     return kept, invalid
 
 

@@ -325,9 +325,6 @@ class Group:
                         guard(agent, event)
                         if guard.cut:
                             break
-            except AgentReplyError as exc:
-                log.warning("run %s: %s degraded its reply: %s", run.id, name, exc)
-                run.usage.degraded = "agent_error"
             finally:
                 await stream.aclose()
             if parked is None:

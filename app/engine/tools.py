@@ -158,18 +158,22 @@ def _checked(tool: ToolDef, function: ToolFunction) -> ToolFunction:
     return call
 
 
+def tool_function(name: str, agent: str) -> ToolFunction:
+    """The tool `name` as `agent` calls it: checked against its arguments and traced. The
+    agents' toolkits and the flow's business steps call tools through this."""
+    tool = TOOLS[name]
+    return traced_tool(
+        name, agent, _checked(tool, tool.make(agent)), service=TOOL_VENDORS.get(name)
+    )
+
+
 def build_toolkit(
     spec: AgentSpec, handoffs: bool = True, needs_approval: frozenset[str] = frozenset()
 ) -> Toolkit:
     """The agent's toolkit; it holds no run state, so one serves every run."""
     tools = [
         FunctionTool(
-            traced_tool(
-                name,
-                spec.name,
-                _checked(TOOLS[name], TOOLS[name].make(spec.name)),
-                service=TOOL_VENDORS.get(name),
-            ),
+            tool_function(name, spec.name),
             name=name,
             description=TOOLS[name].description,
             input_schema=TOOLS[name].schema,

@@ -28,15 +28,15 @@ THANKS = re.compile(r"\b(?:thanks|thank you|bye|goodbye|cheers)\b", re.I)
 SERVICES = re.compile(r"\b(?:services?|what do you (?:do|offer)|offer|help with)\b", re.I)
 PRICING = re.compile(r"\b(?:price|pricing|cost|how much|quote|rates?)\b", re.I)
 WEB = re.compile(
-    r"\b(?:website|web ?site|web ?app|online (?:shop|store)|e-?commerce|shop|landing page|"
-    r"web development|wordpress|shopify)\b",
+    r"\b(?:website|web ?site|web ?app|online (?:shop|store|ordering|booking)|e-?commerce|shop|"
+    r"landing page|web development|wordpress|shopify|(?:new |a |our |my )site|web ?page)\b",
     re.I,
 )
 MARKETING = re.compile(
     r"\b(?:seo|marketing|ads|advertising|social media|campaign|ppc|newsletter|brand)\b", re.I
 )
 NEED = re.compile(
-    r"\b(?:need|want|looking for|would like|planning)\s+(?:to\s+(?:build|get|have)\s+)?"
+    r"\b(?:need|want|looking for|would like|'d like|planning)\s+(?:to\s+(?:build|get|have)\s+)?"
     r"((?:an?|some|our|my)?\s*[^.,!?]{3,80})",
     re.I,
 )

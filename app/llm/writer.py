@@ -79,7 +79,7 @@ def _answer(brief: dict[str, Any], message: str) -> list[str]:
         else:
             parts.append("You haven't shared any details with me yet.")
         return parts
-    if brief.get("first_turn") and GREETING.search(message):
+    if brief.get("first_turn") and not brief.get("took_over_from") and GREETING.search(message):
         parts.append(
             "Hello! I'm Parley, the assistant for this site. I can tell you about our web "
             "development and digital marketing services, or help you plan a project."
