@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     run_log_ttl_seconds: float = 900.0
     sse_ping_seconds: int = 15
     agent_max_iters: int = 6
+    agent_tools: bool = False
     extraction_timeout_seconds: float = Field(default=60.0, gt=0)
     max_handoffs_per_run: int = 3
 

@@ -308,6 +308,10 @@ def read_chat_template(gguf_file: Path) -> str:
     return str(field.contents())
 
 
+DOUBLED_EXAMPLE = '{{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}}'
+SINGLE_EXAMPLE = '{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}'
+
+
 def patch_template(template: str) -> str:
     """The template with tool calls rendered as fenced json blocks instead of <tool_call> tags."""
     for old, new in TEMPLATE_PATCHES:
@@ -320,7 +324,9 @@ def patch_template(template: str) -> str:
         template = template.replace(old, new)
     if "tool_call>" in template:
         raise ModelSetupError("the patched chat template still renders <tool_call> tags")
-    return template
+    # Some copies of the template show the example call with doubled braces (an escaping
+    # slip): a model then writes `{{"name": ...}}`, which no parser reads as a call.
+    return template.replace(DOUBLED_EXAMPLE, SINGLE_EXAMPLE)
 
 
 def write_template(name: str) -> Path:

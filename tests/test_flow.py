@@ -101,7 +101,7 @@ async def test_a_model_that_never_calls_tools_still_qualifies_the_lead(tmp_path:
 
 
 async def test_a_model_that_repeats_a_tool_call_is_made_to_answer(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, agent_max_iters=6, _env_file=None)
+    settings = Settings(data_dir=tmp_path, agent_max_iters=6, agent_tools=True, _env_file=None)
     model = Scripted(always_remembers)
     async with engine(settings, model) as runs:
         events = await turn(runs, "Hello there")
@@ -114,7 +114,7 @@ async def test_a_model_that_repeats_a_tool_call_is_made_to_answer(tmp_path: Path
 
 
 async def test_a_model_that_gives_no_text_gets_the_flows_words(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, _env_file=None)
+    settings = Settings(data_dir=tmp_path, agent_tools=True, _env_file=None)
     async with engine(settings, Scripted(only_tools)) as runs:
         events = await turn(runs, "I need a website for my shop, budget $8k")
     assert events[-1].type == "run.completed"

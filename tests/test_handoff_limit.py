@@ -55,7 +55,7 @@ class AlwaysHandOver(ChatModelBase):
 
 
 async def test_handoff_ping_pong_ends_with_a_reply(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, max_handoffs_per_run=3, _env_file=None)
+    settings = Settings(data_dir=tmp_path, max_handoffs_per_run=3, agent_tools=True, _env_file=None)
     async with engine(settings, AlwaysHandOver()) as runs:
         events = await turn(runs, "Help me with everything")
 
@@ -73,7 +73,7 @@ async def test_handoff_ping_pong_ends_with_a_reply(tmp_path: Path) -> None:
 
 
 async def test_the_handoff_limit_is_kept(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, max_handoffs_per_run=1, _env_file=None)
+    settings = Settings(data_dir=tmp_path, max_handoffs_per_run=1, agent_tools=True, _env_file=None)
     async with engine(settings, AlwaysHandOver()) as runs:
         events = await turn(runs, "Help me with everything")
     assert len([e for e in events if e.type == "handoff"]) == 1

@@ -34,6 +34,7 @@ def ollama_env(host: str, **extra: str) -> dict[str, str]:
         "OLLAMA_NUM_CTX": "4096",
         "RUN_HEARTBEAT_SECONDS": "0.1",
         "AGENT_MAX_ITERS": str(MAX_ITERS),
+        "AGENT_TOOLS": "true",  # the wire format of tool calls is tested here
         **extra,
     }
 
@@ -126,7 +127,7 @@ async def test_text_streams_through_from_ollama(
     assert "web_development" in team_note["content"]
     assert visitor == {"role": "user", "content": "Hi, what do you do?"}
     # The flow's brief for this reply follows the visitor's message.
-    assert brief["role"] == "user" and brief["content"].startswith("[Team note: for you only")
+    assert brief["role"] == "user" and brief["content"].startswith("[Team note, not from the visitor]")
     # The fact extraction went to Ollama as a structured-output chat.
     [extraction] = double.extraction_requests
     assert extraction["stream"] is False and extraction["format"]["type"] == "object"

@@ -13,9 +13,7 @@ CHAT = AgentSpec(
         "(SEO, paid ads, social media, email campaigns). Answer briefly and warmly, in plain "
         "language. Never invent prices, dates or promises beyond these: brochure websites "
         "start around $3,000, online shops around $8,000, marketing retainers around $1,500 "
-        "a month. Hand a visitor with a website or shop project to web_development, one "
-        "with a marketing need to digital_marketing, and one who wants to talk about "
-        "buying or book a call to lead_qualification."
+        "a month."
     ),
     tools=("remember", "recall"),
     handoffs=("web_development", "digital_marketing", "lead_qualification"),

@@ -151,8 +151,8 @@ def next_question(state: LeadState, agent: str) -> str | None:
 
 @dataclass
 class Brief:
-    """What the answering agent needs to write its reply. Given to the model as a team
-    note it never quotes, and to the offline engine as data."""
+    """What the answering agent needs to write its reply: given to the offline engine as
+    data, and to a model as a team note with the offline engine's draft."""
 
     agent: str
     known: dict[str, str]
@@ -165,29 +165,21 @@ class Brief:
     took_over_from: str | None = None
     first_turn: bool = False
 
-    def as_note(self) -> str:
-        """The brief in words, short enough for a small model to follow."""
-        lines = ["[Team note: for you only; never quote or mention it]"]
-        if self.took_over_from:
-            lines.append(
-                f"You just took over from the {self.took_over_from.replace('_', ' ')}; "
-                "say so in a few words."
-            )
+    def as_note(self, draft: str) -> str:
+        """The brief for a model: what is known, and a draft of what the reply must say
+        (the flow's own words). A small model that copies the draft still says the right
+        thing; one that paraphrases it says it better."""
+        lines = ["[Team note, not from the visitor]"]
         if self.known:
             facts = "; ".join(f"{key}: {value}" for key, value in self.known.items())
-            lines.append(f"Known about the visitor: {facts}.")
-        if self.corrected:
-            lines.append(f"The visitor just corrected: {', '.join(self.corrected)}. Confirm it.")
-        lines += [f"Tell the visitor: {sentence}" for sentence in self.done]
-        if self.times:
-            lines.append("Offer these call times and ask which suits: " + "; ".join(self.times))
-        if self.check:
-            lines.append(f"The {' and '.join(self.check)} given looks wrong: ask to check it.")
-        if self.ask and not self.times:
-            lines.append(f"Then ask for {QUESTIONS[self.ask]} (one question).")
+            lines.append(f"What we know about the visitor: {facts}.")
         lines.append(
-            "Answer the visitor's message first. Never ask for anything already known. "
-            "Reply in one to three short sentences."
+            "Write your reply to the visitor. It must say what this draft says, in a friendly "
+            f'way: "{draft}"'
+        )
+        lines.append(
+            "If the visitor asked something the draft does not answer, answer it briefly "
+            "first. Ask no other question. At most three short sentences."
         )
         return "\n".join(lines)
 

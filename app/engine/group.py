@@ -61,10 +61,12 @@ def hint(text: str) -> Msg:
     return UserMsg(name="hub", content=f"[Team note] {text}")
 
 
-def brief_note(brief: Brief) -> Msg:
-    """The flow's brief for the answering agent: words for a model, data for the offline
-    engine. It is dropped from the agent's memory once the reply is written."""
-    return UserMsg(name="hub", content=brief.as_note(), metadata={BRIEF: brief.as_data()})
+def brief_note(brief: Brief, message: str, said_before: str | None) -> Msg:
+    """The flow's brief for the answering agent: data for the offline engine, a note with
+    a draft for a model. It is dropped from the agent's memory once the reply is written."""
+    data = brief.as_data()
+    draft = written_reply(data, message, said_before)
+    return UserMsg(name="hub", content=brief.as_note(draft), metadata={BRIEF: data})
 
 
 def last_said(state: AgentState) -> str | None:
@@ -214,6 +216,10 @@ class Group:
         )
 
     def toolkit(self, spec: AgentSpec, handoffs: bool) -> Toolkit:
+        """The agent's tools, or none unless AGENT_TOOLS is on: the flow does the business
+        steps and routing, and a small model offered tools imitates calls in its text."""
+        if not self.settings.agent_tools:
+            spec, handoffs = replace(spec, tools=()), False
         key = (spec.name, handoffs)
         if key not in self._toolkits:
             self._toolkits[key] = build_toolkit(spec, handoffs, self.needs_approval)
@@ -392,7 +398,8 @@ class Group:
             team.ctx.visited.add(active)
         visitor = UserMsg(name=VISITOR, content=run.message)
         team.hub.broadcast(visitor, exclude=agent)
-        await self._answer(run, team, agent, [visitor, brief_note(brief)], brief)
+        note = brief_note(brief, run.message, said_before)
+        await self._answer(run, team, agent, [visitor, note], brief)
 
     async def _answer(
         self,
@@ -415,7 +422,7 @@ class Group:
             if brief is not None:
                 brief = replace(brief, agent=target, took_over_from=agent)
             inputs = (
-                brief_note(brief)
+                brief_note(brief, run.message, None)
                 if brief is not None
                 else hint(
                     f"{AGENTS[agent].title} handed the visitor to you ({reason}). "
@@ -438,7 +445,7 @@ class Group:
             run, team.ctx.memory, approval.agent, approval.tool, arguments_of(approval), approved
         )
         brief = Brief(agent=approval.agent, known={}, done=said)
-        await self._answer(run, team, approval.agent, brief_note(brief), brief)
+        await self._answer(run, team, approval.agent, brief_note(brief, run.message, None), brief)
 
     def classify_error(self, exc: BaseException) -> ErrorInfo:
         if isinstance(exc, AgentReplyError):

@@ -28,8 +28,9 @@ THANKS = re.compile(r"\b(?:thanks|thank you|bye|goodbye|cheers)\b", re.I)
 SERVICES = re.compile(r"\b(?:services?|what do you (?:do|offer)|offer|help with)\b", re.I)
 PRICING = re.compile(r"\b(?:price|pricing|cost|how much|quote|rates?)\b", re.I)
 WEB = re.compile(
-    r"\b(?:website|web ?site|web ?app|online (?:shop|store|ordering|booking)|e-?commerce|shop|"
-    r"landing page|web development|wordpress|shopify|(?:new |a |our |my )site|web ?page)\b",
+    r"\b(?:websites?|web ?sites?|web ?apps?|online (?:shops?|stores?|ordering|booking)|"
+    r"e-?commerce|shops?|landing pages?|web development|wordpress|shopify|"
+    r"(?:new |a |our |my )site|web ?pages?)\b",
     re.I,
 )
 MARKETING = re.compile(
