@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.config import Settings
+from app.engine.verification import email_code
+from app.security.visitors import load_secret
 from tests.events import collect_sse
 from tests.inprocess import engine, turn
 
@@ -28,6 +30,19 @@ BOOK_A_CALL = (
 SCHEDULE = "schedule_technical_consultation"
 
 
+def code_for(settings: Settings, conversation_id: str, email: str = "dana@example.com") -> str:
+    """The confirmation code the server emailed for `email` in that conversation."""
+    return email_code(load_secret(settings), conversation_id, email)
+
+
+def sales_mails(route: respx.Route) -> int:
+    return sum(
+        json.loads(c.request.content)["personalizations"][0]["to"]
+        == [{"email": "sales@example.com"}]
+        for c in route.calls
+    )
+
+
 def finished(events: list, tool: str) -> list:
     return [e for e in events if e.type == "tool.finished" and e.tool == tool]
 
@@ -38,8 +53,9 @@ async def test_unconfigured_services_are_skipped_and_the_visitor_is_told(
     events = await collect_sse(client, "POST", "/api/chat/stream", json={"message": BOOK_A_CALL})
     assert events[-1]["type"] == "run.completed"
     business = [e for e in events if e["type"] == "tool.finished"]
+    # The CRM waits for a confirmed address; the code could not be mailed here.
     assert {e["tool"] for e in business} == {
-        "sync_lead_to_crm",
+        "send_email_confirmation",
         "send_qualification_notification",
         SCHEDULE,
     }
@@ -147,15 +163,29 @@ async def test_each_side_effect_happens_once_across_repeats_and_a_restart(
             first = await turn(runs, BOOK_A_CALL)
             conversation_id = first[0].conversation_id
             assert [e.to for e in first if e.type == "handoff"] == ["web_development"]
-            for tool in ("sync_lead_to_crm", "send_qualification_notification"):
+            for tool in ("send_email_confirmation", "send_qualification_notification"):
                 [done] = finished(first, tool)
                 assert done.status == "success", done.result
+            # Nothing goes to the CRM (which may mail its contacts) before the visitor
+            # confirms the address with the code it was sent.
+            assert not finished(first, "sync_lead_to_crm")
             [offered] = finished(first, SCHEDULE)
             assert offered.status == "success" and offered.result["data"]["slots"]
 
             # The same message again: nothing is done twice.
             again = await turn(runs, BOOK_A_CALL, conversation_id)
-            assert not [e for e in again if e.type == "tool.finished" and e.tool != SCHEDULE]
+            assert not [e for e in again if e.type == "tool.finished"]
+
+            wrong = await turn(runs, "The code is 000 000", conversation_id)
+            assert not finished(wrong, "sync_lead_to_crm")
+            assert (
+                "doesn't match" in [e for e in wrong if e.type == "message.completed"][-1].content
+            )
+            code = code_for(configured, conversation_id)
+            confirmed = await turn(runs, f"Here it is: {code}", conversation_id)
+            [synced] = finished(confirmed, "sync_lead_to_crm")
+            assert synced.status == "success", synced.result
+            assert [e for e in confirmed if e.type == "lead.updated"][-1].fields["email_verified"]
 
             booked = await turn(runs, "The first one works", conversation_id)
             [booking] = finished(booked, SCHEDULE)
@@ -178,11 +208,15 @@ async def test_each_side_effect_happens_once_across_repeats_and_a_restart(
         assert routes["deal"].call_count == 1
         assert routes["deal_update"].call_count == 1
         assert routes["association"].call_count == 2
-        assert routes["mail"].call_count == 1
+        assert routes["mail"].call_count == 2  # the code, then the sales team
         assert routes["insert"].call_count == 1
-        mail = json.loads(routes["mail"].calls[0].request.content)
-        assert mail["personalizations"][0]["to"] == [{"email": "sales@example.com"}]
-        assert [c["type"] for c in mail["content"]] == ["text/plain", "text/html"]
+        code_mail, sales_mail = (json.loads(c.request.content) for c in routes["mail"].calls)
+        assert code_mail["personalizations"][0]["to"] == [{"email": "dana@example.com"}]
+        assert code in code_mail["content"][0]["value"]
+        assert "Acme" not in json.dumps(code_mail)  # a fixed text: nothing the visitor wrote
+        assert sales_mail["personalizations"][0]["to"] == [{"email": "sales@example.com"}]
+        assert [c["type"] for c in sales_mail["content"]] == ["text/plain", "text/html"]
+        assert "NOT confirmed" in sales_mail["content"][0]["value"]
         event = json.loads(routes["insert"].calls[0].request.content)
         assert datetime.fromisoformat(event["start"]["dateTime"]).tzinfo is not None
         contact = json.loads(routes["contact"].calls[0].request.content)
@@ -197,11 +231,14 @@ async def test_a_monthly_budget_reaches_the_crm_as_a_year_of_it(configured: Sett
     with respx.mock(assert_all_called=False) as mock:
         routes = vendor_routes(mock)
         async with engine(configured) as runs:
-            events = await turn(
+            first = await turn(
                 runs,
                 "I'm Sam Lee, sam@shop.example, owner of Lee Goods, so I decide. We need SEO "
                 "and ads, about $2,500 a month, starting next month.",
             )
+            conversation_id = first[0].conversation_id
+            code = code_for(configured, conversation_id, "sam@shop.example")
+            events = await turn(runs, code, conversation_id)
         [synced] = finished(events, "sync_lead_to_crm")
         assert synced.status == "success", synced.result
         deal = json.loads(routes["deal"].calls[0].request.content)["properties"]
@@ -220,7 +257,9 @@ async def test_a_vendor_that_is_down_does_not_stop_the_conversation(
         routes = vendor_routes(mock)
         routes["contact"].respond(503, json={"message": "down"})
         async with engine(settings) as runs:
-            events = await turn(runs, BOOK_A_CALL)
+            first = await turn(runs, BOOK_A_CALL)
+            code = code_for(settings, first[0].conversation_id)
+            events = await turn(runs, code, first[0].conversation_id)
             assert events[-1].type == "run.completed"
             [sync] = finished(events, "sync_lead_to_crm")
             assert sync.status == "error"
@@ -256,7 +295,7 @@ async def test_an_approval_gates_the_tool(configured: Settings, approved: bool) 
         async with engine(settings) as runs:
             run = await runs.submit(BOOK_A_CALL)
             before, approval_id = await _until_approval(runs, run.id)
-            assert routes["mail"].call_count == 0
+            assert sales_mails(routes["mail"]) == 0
             assert [e.tool for e in before if e.type == "tool.started"][-1] == (
                 "send_qualification_notification"
             )
@@ -273,10 +312,10 @@ async def test_an_approval_gates_the_tool(configured: Settings, approved: bool) 
     final = [e for e in events if e.type == "message.completed"][-1].content
     if approved:
         assert notification.status == "success"
-        assert routes["mail"].call_count == 1
+        assert sales_mails(routes["mail"]) == 1
     else:
         assert (notification.status, notification.reason) == ("skipped", "rejected")
-        assert routes["mail"].call_count == 0
+        assert sales_mails(routes["mail"]) == 0
         assert "it was not approved" in final
 
 
@@ -299,4 +338,4 @@ async def test_an_approval_survives_a_restart(configured: Settings) -> None:
     assert [e.type for e in events][:2] == ["run.started", "approval.resolved"]
     [notification] = finished(events, "send_qualification_notification")
     assert notification.status == "success"
-    assert routes["mail"].call_count == 1
+    assert sales_mails(routes["mail"]) == 1

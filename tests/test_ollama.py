@@ -127,7 +127,8 @@ async def test_text_streams_through_from_ollama(
     assert "web_development" in team_note["content"]
     assert visitor == {"role": "user", "content": "Hi, what do you do?"}
     # The flow's brief for this reply follows the visitor's message.
-    assert brief["role"] == "user" and brief["content"].startswith("[Team note, not from the visitor]")
+    assert brief["role"] == "user"
+    assert brief["content"].startswith("[Team note, not from the visitor]")
     # The fact extraction went to Ollama as a structured-output chat.
     [extraction] = double.extraction_requests
     assert extraction["stream"] is False and extraction["format"]["type"] == "object"

@@ -142,10 +142,10 @@ def test_request_run_and_tool_spans_reach_the_collector(
     assert all(s["name"].startswith("execute_tool ") for s in tools)
     by_tool = {s["attributes"]["gen_ai.tool.name"]: s["attributes"] for s in tools}
     # The flow's business steps are traced like a model's tool calls.
-    assert {"sync_lead_to_crm", "schedule_strategy_session"} <= by_tool.keys()
-    assert by_tool["sync_lead_to_crm"]["parley.tool.service"] == "hubspot"
+    assert {"send_email_confirmation", "schedule_strategy_session"} <= by_tool.keys()
+    assert by_tool["send_email_confirmation"]["parley.tool.service"] == "sendgrid"
     assert by_tool["schedule_strategy_session"]["parley.tool.service"] == "google_calendar"
-    for name in ("sync_lead_to_crm", "schedule_strategy_session"):
+    for name in ("send_email_confirmation", "schedule_strategy_session"):
         assert by_tool[name]["parley.tool.status"] == "skipped"
         assert by_tool[name]["parley.tool.reason"] == "not_configured"
 

@@ -18,7 +18,7 @@ from typing import Any
 from agentscope.tool import ToolChunk
 from pydantic import BaseModel, Field
 
-from app.engine.leads import LeadFields, fields_of, record_lead, yearly_value
+from app.engine.leads import VERIFIED, LeadFields, fields_of, record_lead, yearly_value
 from app.engine.tool_base import (
     ToolDef,
     ToolFunction,
@@ -27,6 +27,7 @@ from app.engine.tool_base import (
     current_turn,
     integration_result,
 )
+from app.engine.verification import email_code
 from app.integrations.result import IntegrationResult
 from app.store.models import Lead, SideEffect
 
@@ -97,6 +98,21 @@ async def _lead_with_email(ctx: TurnContext) -> Lead:
     return lead
 
 
+def confirmed(lead: Lead) -> bool:
+    """Whether the visitor proved the lead's address is theirs."""
+    return bool(lead.email and lead.fields.get(VERIFIED))
+
+
+async def _confirmed_lead(ctx: TurnContext) -> Lead:
+    lead = await _lead_with_email(ctx)
+    if not confirmed(lead):
+        raise ToolRefused(
+            "The visitor has not confirmed their email address yet: nothing can be sent to "
+            "it until they type the code that was emailed to them."
+        )
+    return lead
+
+
 def as_html(text: str) -> str:
     """The HTML body that goes with a plain-text email."""
     paragraphs = (html.escape(p).replace("\n", "<br>") for p in text.split("\n\n"))
@@ -104,8 +120,12 @@ def as_html(text: str) -> str:
 
 
 def _describe_lead(lead: Lead) -> str:
-    lines = [f"{key}: {value}" for key, value in fields_of(lead).items()]
-    return "\n".join([f"Lead score {lead.score}/100, stage {lead.stage}.", *lines])
+    """The lead for the team, each visitor-given value quoted as such."""
+    lines = [
+        f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in fields_of(lead).items()
+    ]
+    email = "confirmed by the visitor" if confirmed(lead) else "NOT confirmed by the visitor"
+    return "\n".join([f"Lead score {lead.score}/100, stage {lead.stage}; email {email}.", *lines])
 
 
 SYNCED_STAGES = ("qualified", "booked")
@@ -129,6 +149,11 @@ async def _sync_to_crm(ctx: TurnContext, tool: str, lead: Lead) -> IntegrationRe
     if lead.stage not in SYNCED_STAGES:
         return IntegrationResult.skipped(
             "not_qualified", "The lead is not qualified yet; it is kept here until it is."
+        )
+    if not confirmed(lead):
+        # A CRM contact can trigger the CRM's own mail: only for a confirmed address.
+        return IntegrationResult.skipped(
+            "unverified_email", "The visitor's email is not confirmed yet; it is kept here."
         )
     fields = fields_of(lead)
     name = fields.get("name", "")
@@ -232,7 +257,7 @@ def _sync_lead_to_crm(agent: str) -> ToolFunction:
 def _send_marketing_proposal(agent: str) -> ToolFunction:
     async def send_marketing_proposal(summary: str) -> ToolChunk:
         ctx = current_turn()
-        lead = await _lead_with_email(ctx)  # proposals go to the lead's own address only
+        lead = await _confirmed_lead(ctx)  # proposals go to the lead's own, confirmed address
         body = f"Hello {lead.fields.get('name', '')},\n\n{summary}\n\nBest regards"
         outcome = await once(
             ctx,
@@ -274,6 +299,28 @@ def _send_qualification_notification(agent: str) -> ToolFunction:
     return send_qualification_notification
 
 
+def _send_email_confirmation(agent: str) -> ToolFunction:
+    async def send_email_confirmation() -> ToolChunk:
+        ctx = current_turn()
+        lead = await _lead_with_email(ctx)
+        email = lead.email or ""
+        sendgrid = ctx.integrations.sendgrid
+        outcome = await once(
+            ctx,
+            "send_email_confirmation",
+            {"lead_id": lead.id, "email": email},  # one code per address and conversation
+            lambda key: sendgrid.send_confirmation_code(
+                email,
+                email_code(ctx.secret, ctx.run.conversation_id, email),
+                site_name=sendgrid.config.from_name,
+                idempotency_key=key,
+            ),
+        )
+        return integration_result(outcome)
+
+    return send_email_confirmation
+
+
 def _schedule(tool: str, title: str) -> Callable:
     def make(agent: str) -> ToolFunction:
         async def schedule(start: str | None = None) -> ToolChunk:
@@ -299,7 +346,7 @@ def _schedule(tool: str, title: str) -> Callable:
                     idempotency_key=key,
                     summary=f"{title}: {lead.fields.get('name') or lead.email}",
                     description=_describe_lead(lead),
-                    attendee_email=lead.email,
+                    attendee_email=lead.email if confirmed(lead) else None,
                 ),
             )
             if outcome.status == "success":
@@ -356,6 +403,12 @@ BUSINESS_TOOLS: dict[str, ToolDef] = {
             NoArgs,
             _send_qualification_notification,
         ),
+        ToolDef(
+            "send_email_confirmation",
+            "Email the visitor a code that confirms their address is theirs.",
+            NoArgs,
+            _send_email_confirmation,
+        ),
         _schedule_def("schedule_technical_consultation", "Technical consultation"),
         _schedule_def("schedule_strategy_session", "Strategy session"),
         _schedule_def("schedule_qualification_call", "Qualification call"),
@@ -369,6 +422,7 @@ TOOL_VENDORS = {
     "sync_lead_to_crm": "hubspot",
     "send_marketing_proposal": "sendgrid",
     "send_qualification_notification": "sendgrid",
+    "send_email_confirmation": "sendgrid",
     "schedule_technical_consultation": "google_calendar",
     "schedule_strategy_session": "google_calendar",
     "schedule_qualification_call": "google_calendar",

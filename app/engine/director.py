@@ -23,11 +23,12 @@ from app.engine.flow import (
     route,
     when,
 )
-from app.engine.leads import LeadFields, fields_of, record_lead
+from app.engine.leads import VERIFIED, LeadFields, fields_of, record_lead
 from app.engine.memory import SharedMemory
 from app.engine.runs import Run
 from app.engine.steps import Confirm, call_tool
 from app.engine.tools import tool_function
+from app.engine.verification import CODE, MAX_ATTEMPTS, code_matches, typed_code
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ OFFERED = "call.offered"
 BOOKING = "call.booking"
 WANTED = "call.wanted"
 ASKED = "flow.asked"
+CODE_SENT = "email.code_sent"  # the address a confirmation code went to
+CODE_ATTEMPTS = "email.code_attempts"
+CODES_SENT = "email.codes_sent"
+MAX_CODES = 3  # confirmation mails per conversation, whatever addresses the visitor gives
 DONE = "flow.done"
 FACT_KEYS = (
     "name",
@@ -99,8 +104,14 @@ class Director:
     """The flow of one conversation's turns."""
 
     def __init__(
-        self, store: Store, extractor: FactExtractor, confirm: Confirm, needs_approval: frozenset
+        self,
+        store: Store,
+        extractor: FactExtractor,
+        confirm: Confirm,
+        needs_approval: frozenset,
+        secret: bytes,
     ) -> None:
+        self.secret = secret
         self.store = store
         self.extractor = extractor
         self.confirm = confirm
@@ -118,14 +129,22 @@ class Director:
             booking=memory.get(BOOKING) or None,
             asked=memory.get(ASKED) or {},
             wants_call=bool(memory.get(WANTED)),
+            email_confirmed=bool(lead and lead.email and lead.fields.get(VERIFIED)),
         )
         return state, memory
 
     async def take_message(
         self, run: Run, memory: SharedMemory, agent: str, message: str, asked: str | None
-    ) -> tuple[Facts, list[str], list[str], list[str]]:
-        """Extract and merge the message's facts: (facts, fields given, fields corrected,
-        fields refused)."""
+    ) -> tuple[Facts, list[str], list[str], list[str], list[str]]:
+        """Check a confirmation code, then extract and merge the message's facts: (facts,
+        fields given, fields corrected, fields refused, what to tell the visitor)."""
+        said: list[str] = []
+        state, remembered = await self.state(run.conversation_id)
+        email = state.fields.get("email")
+        if email and not state.email_confirmed and remembered.get(CODE_SENT) == email:
+            if (typed := typed_code(message)) is not None:
+                said.append(await self._check_code(run, agent, email, typed, remembered))
+                message = CODE.sub(" ", message)  # a code is no phone number or budget
         facts, invalid = grounded(await extract_facts(self.extractor, message, asked), message)
         state, _ = await self.state(run.conversation_id)
         fields, refused = _valid(lead_update(facts, state.fields))
@@ -146,14 +165,55 @@ class Director:
                     await memory.remember(key, known[key], agent=agent)
         if facts.wants_call or facts.meeting_preference:
             await memory.remember(WANTED, True, agent=agent)
-        return facts, changed, corrected, invalid + [f for f in refused if f not in invalid]
+        refused = invalid + [f for f in refused if f not in invalid]
+        return facts, changed, corrected, refused, said
+
+    async def _check_code(
+        self, run: Run, agent: str, email: str, typed: str, remembered: dict[str, Any]
+    ) -> str:
+        """Confirm the address when the code is right; what to tell the visitor."""
+        attempts = int(remembered.get(CODE_ATTEMPTS) or 0)
+        if attempts >= MAX_ATTEMPTS:
+            return (
+                "I can't confirm your email address here any more; our team will confirm it "
+                "with you by email."
+            )
+        if code_matches(self.secret, run.conversation_id, email, typed):
+            await record_lead(
+                self.store, run.conversation_id, LeadFields(), run=run, agent=agent, verified=True
+            )
+            return "Thank you, your email address is confirmed."
+        await SharedMemory(self.store, run.conversation_id).remember(
+            CODE_ATTEMPTS, attempts + 1, agent=None
+        )
+        return "That code doesn't match the one I emailed; could you check it?"
+
+    async def _confirm_email(self, run: Run, memory: SharedMemory, agent: str) -> list[str]:
+        """Send the confirmation code once for a new, unconfirmed address."""
+        state, remembered = await self.state(run.conversation_id)
+        email = state.fields.get("email")
+        if not email or state.email_confirmed or remembered.get(CODE_SENT) == email:
+            return []
+        sent = int(remembered.get(CODES_SENT) or 0)
+        if sent >= MAX_CODES:
+            return []  # the chat is no way to mail a list of addresses
+        _, status, _ = await self._tool(run, agent, "send_email_confirmation", {})
+        bookkeeping = SharedMemory(self.store, run.conversation_id)  # no event: not a fact
+        await bookkeeping.remember(CODE_SENT, email, agent=None)
+        await bookkeeping.remember(CODES_SENT, sent + 1, agent=None)
+        if status != "success":
+            return []
+        return [
+            f"I've emailed a 6-digit code to {email}: please type it here to confirm the "
+            "address is yours."
+        ]
 
     async def steps(
         self, run: Run, memory: SharedMemory, agent: str, due: Due, state: LeadState
     ) -> tuple[list[str], list[str]]:
         """Run the due business steps; (visitor-safe outcomes, call times to offer). The
         call is booked first, so the CRM and sales hear of the booking in the same turn."""
-        said: list[str] = []
+        said: list[str] = await self._confirm_email(run, memory, agent)
         times: list[str] = []
         if due.book is not None:
             said.append(await self._book(run, memory, agent, due.book, state))
@@ -163,7 +223,7 @@ class Director:
         state, _ = await self.state(run.conversation_id)
         done_steps = set(state_done(await memory.recall(DONE)))
         if (
-            state.fields.get("email")
+            state.email_confirmed  # a CRM contact can trigger the CRM's own mail
             and state.stage in SYNCED
             and f"crm:{state.stage}" not in done_steps
         ):
@@ -257,7 +317,7 @@ class Director:
         first_turn: bool,
     ) -> tuple[str, str | None, Brief]:
         """The whole flow of one visitor message: (agent to answer, handoff reason, brief)."""
-        facts, changed, corrected, invalid = await self.take_message(
+        facts, changed, corrected, invalid, heard = await self.take_message(
             run, memory, active, run.message, asked
         )
         state, _ = await self.state(run.conversation_id)
@@ -266,6 +326,7 @@ class Director:
         calendar_down = CALENDAR_DOWN in state_done(await memory.recall(DONE))
         due = due_steps(state, facts, run.message, calendar_down)
         said, times = await self.steps(run, memory, agent, due, state)
+        said = heard + said
         state, _ = await self.state(run.conversation_id)
         ask = None if state.booking is None and times else next_question(state, agent)
         if state.wants_call and not state.fields.get("email") and not times:

@@ -153,21 +153,17 @@ class OllamaExtractor(_ModelExtractor):
 
 
 async def extract_facts(extractor: FactExtractor, message: str, asked: str | None) -> Facts:
-    """The message's facts: the extractor's, completed by the rules for the fields they
-    read exactly (email, phone, budget, timeline, a chosen slot) where it said nothing."""
+    """The message's facts: the extractor's, with the rules' reading for every field it
+    left empty (an email, an amount, a service named in so many words)."""
     rules = rule_facts(message, asked)
     if isinstance(extractor, RuleExtractor):
         return rules
     facts = await extractor.extract(message, asked) or Facts()
-    exact = ("email", "phone", "budget_amount", "timeline", "slot_choice", "wants_call")
-    for name in exact:
+    for name in Facts.model_fields:
         if getattr(facts, name) is None and getattr(rules, name) is not None:
             setattr(facts, name, getattr(rules, name))
-            if name == "budget_amount":
-                facts.budget_period = facts.budget_period or rules.budget_period
-                facts.budget_currency = facts.budget_currency or rules.budget_currency
-    if facts.authority is None:
-        facts.authority = rules.authority
+    if facts.budget_amount == rules.budget_amount and rules.budget_period is not None:
+        facts.budget_period = rules.budget_period  # "a month" is read, not guessed
     return facts
 
 

@@ -47,6 +47,7 @@ class LeadState:
     booking: dict[str, Any] | None = None
     asked: dict[str, int] = field(default_factory=dict)  # question -> times asked
     wants_call: bool = False
+    email_confirmed: bool = False  # the visitor typed the code sent to the address
 
 
 def route(active: str, facts: Facts, state: LeadState) -> tuple[str, str] | None:

@@ -41,6 +41,7 @@ from app.integrations.setup import Integrations
 from app.llm.errors import classify_llm_error
 from app.llm.factory import LLMProvider
 from app.llm.writer import BRIEF, written_reply
+from app.security.visitors import load_secret
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -191,11 +192,13 @@ class Group:
         self.integrations = integrations
         self.needs_approval = frozenset(settings.approval_required_tools)
         self.approvals = ApprovalDesk(store, settings.approval_timeout_seconds)
+        self.secret = load_secret(settings)  # the conversation tokens' secret
         self.director = Director(
             store,
             make_extractor(provider.name, settings, http),
             self.approvals.confirm,
             self.needs_approval,
+            self.secret,
         )
         self._toolkits: dict[tuple[str, bool], Toolkit] = {}
         # The agents' configs are the same for every agent and turn: built once, as
@@ -259,6 +262,7 @@ class Group:
             memory=SharedMemory(self.store, run.conversation_id, run),
             integrations=self.integrations,
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
+            secret=self.secret,
         )
         CURRENT_TURN.set(ctx)  # the tools of this run's agents work for this run
 

@@ -158,12 +158,16 @@ def stage(fields: LeadFields, points: int, booked: bool = False) -> Stage:
     return "engaged" if fields.known() else "new"
 
 
+# Keys of a lead's `fields` that only the server writes: the message each fact came from,
+# and whether the visitor confirmed the email address (typed the code sent to it).
 SOURCES = "sources"
+VERIFIED = "email_verified"
+SERVER_KEYS = (SOURCES, VERIFIED)
 
 
 def fields_of(lead: Lead) -> dict[str, Any]:
-    """The lead's qualification fields, without their provenance."""
-    return {key: value for key, value in lead.fields.items() if key != SOURCES}
+    """The lead's qualification fields, without what the server notes about them."""
+    return {key: value for key, value in lead.fields.items() if key not in SERVER_KEYS}
 
 
 async def record_lead(
@@ -175,6 +179,7 @@ async def record_lead(
     source: str = "chat",
     booked: bool = False,
     sources: dict[str, str] | None = None,
+    verified: bool | None = None,
 ) -> Lead:
     """Merge `new_fields` into the conversation's lead (creating it) and re-score it;
     `lead.updated` is emitted only when something changed. `sources` names the visitor
@@ -194,7 +199,12 @@ async def record_lead(
         before = (lead.fields, lead.score, lead.stage)
     merged = LeadFields.model_validate({**fields_of(lead), **new_fields.known()})
     provenance = {**lead.fields.get(SOURCES, {}), **(sources or {})}
+    confirmed = lead.fields.get(VERIFIED, False) and merged.email == lead.email
+    if verified is not None:
+        confirmed = verified
     lead.fields = merged.known() | ({SOURCES: provenance} if provenance else {})
+    if merged.email:
+        lead.fields[VERIFIED] = bool(confirmed)  # a new address is not confirmed
     lead.email = merged.email
     lead.score = score(merged)
     lead.stage = stage(merged, lead.score, booked=booked or lead.stage == "booked")
@@ -238,8 +248,8 @@ async def analyze_lead(store: Store, lead: Lead) -> Lead:
         if said:
             parts.append(f'Last visitor message: "{said[-1][:200]}"')
         summary = " ".join(parts)
-    provenance = lead.fields.get(SOURCES)
-    lead.fields = fields.known() | ({SOURCES: provenance} if provenance else {})
+    kept = {key: lead.fields[key] for key in SERVER_KEYS if key in lead.fields}
+    lead.fields = fields.known() | kept
     lead.email = fields.email
     lead.score = score(fields)
     lead.stage = stage(fields, lead.score, booked=lead.stage == "booked")

@@ -37,6 +37,7 @@ class TurnContext:
     handoffs: int = 0
     pending_handoff: tuple[str, str] | None = None
     speaking: str | None = None  # the agent answering now
+    secret: bytes = b""  # the server's secret, for email confirmation codes
     visited: set[str] = field(default_factory=set)  # the agents that had the turn
 
     def take_handoff(self) -> tuple[str, str] | None:

@@ -6,6 +6,7 @@ idempotency key: a send is never repeated once it may have left, and the key tra
 `custom_args` (it comes back in SendGrid's event webhook) and a message header.
 """
 
+import logging
 import re
 from collections import OrderedDict
 from typing import Any, Literal
@@ -36,7 +37,9 @@ class SendGridConfig(ServiceConfig):
         return bool(self.api_key and self.api_key.get_secret_value() and self.from_email)
 
 
-Kind = Literal["sales_notification", "proposal"]
+log = logging.getLogger(__name__)
+
+Kind = Literal["sales_notification", "proposal", "email_confirmation"]
 
 
 class SendGridClient(ServiceClient):
@@ -92,8 +95,9 @@ class SendGridClient(ServiceClient):
     ) -> IntegrationResult:
         """Tell the sales inbox about a lead; replies go to the lead when their address is known."""
         if not self.config.sales_inbox:
+            log.warning("no sales inbox: set SALES_INBOX to receive lead notifications")
             return IntegrationResult.skipped(
-                "not_configured", "No sales inbox: set SALES_INBOX to receive lead notifications."
+                "not_configured", "The sales team's inbox is not set up here."
             )
         return await self.send_email(
             self.config.sales_inbox,
@@ -125,6 +129,25 @@ class SendGridClient(ServiceClient):
             lead_email=lead_email,
             reply_to=self.config.sales_inbox,
             kind="proposal",
+        )
+
+    async def send_confirmation_code(
+        self, email: str, code: str, *, site_name: str, idempotency_key: str
+    ) -> IntegrationResult:
+        """The one mail a visitor-given address receives before it is confirmed: a fixed
+        text with the code, and nothing the visitor wrote."""
+        text = (
+            f"Your confirmation code for the chat on {site_name} is {code}.\n\n"
+            "Type it in the chat to confirm this address. If you did not ask for it, ignore "
+            "this email: nothing else will be sent to you."
+        )
+        return await self.send_email(
+            email,
+            f"Your confirmation code: {code}",
+            text,
+            idempotency_key=idempotency_key,
+            lead_email=email,
+            kind="email_confirmation",
         )
 
     async def send_email(
