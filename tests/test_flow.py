@@ -221,3 +221,34 @@ def test_the_offline_writer_never_repeats_its_previous_reply() -> None:
     assert not any(s.strip() in sentences for s in second.split(".") if s.strip())
     recall = written_reply(brief, "remind me what budget I gave you", second)
     assert "$5,000" in recall
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        # What a 1.5B model answered for messages that say none of it:
+        (Facts(budget_amount=20000), "We'd like to launch in 3 months."),
+        (Facts(timeline="immediately"), "I'm Olivia, phone +44 20 7946 0123."),
+        (Facts(company="Pottery Studio"), "I'd like a new online shop for my pottery studio."),
+        (Facts(authority="influencer"), "I'm Raj Patel, practice manager at Brightsmile."),
+        (Facts(company="head of e-commerce", role="head of e-commerce"), "head of e-commerce"),
+        (Facts(slot_choice=1), "Great, what are the next steps?"),
+        (Facts(name="The first one works"), "The first one works"),
+    ],
+)
+def test_values_a_model_invents_are_not_kept(facts: Facts, message: str) -> None:
+    kept, _ = grounded(facts, message)
+    assert not {k: v for k, v in kept.given().items() if k == next(iter(facts.given()))}
+
+
+def test_values_the_message_carries_are_kept() -> None:
+    said = "Sweet Crumbs needs a shop: $12k, live in 2 months. I'm the CEO, so I decide."
+    facts = Facts(
+        company="Sweet Crumbs",
+        budget_amount=12000,
+        timeline="in 2 months",
+        authority="decision_maker",
+        role="CEO",
+    )
+    kept, _ = grounded(facts, said)
+    assert kept.given() == facts.given()

@@ -160,6 +160,8 @@ async def extract_facts(extractor: FactExtractor, message: str, asked: str | Non
         return rules
     facts = await extractor.extract(message, asked) or Facts()
     for name in Facts.model_fields:
+        if isinstance(getattr(facts, name), str) and not getattr(facts, name).strip():
+            setattr(facts, name, None)  # "" is a model's way of saying nothing
         if getattr(facts, name) is None and getattr(rules, name) is not None:
             setattr(facts, name, getattr(rules, name))
     if facts.budget_amount == rules.budget_amount and rules.budget_period is not None:

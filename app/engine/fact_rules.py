@@ -11,7 +11,7 @@ from app.llm.offline_rules import EMAIL, MARKETING, MEETING, WEB, need_of
 
 ROLE_WORDS = (
     r"(?:co-?founder|founder|owner|ceo|cto|cfo|coo|cmo|president|vice president|partner|"
-    r"head of [a-z]+(?: [a-z]+)?|(?:[a-z]+ )?director(?: of [a-z]+)?|(?:[a-z]+ )?manager|"
+    r"head of [a-z-]+(?: [a-z]+)?|(?:[a-z]+ )?director(?: of [a-z]+)?|(?:[a-z]+ )?manager|"
     r"(?:[a-z]+ )?lead|(?:[a-z]+ )?officer)"
 )
 ROLE = re.compile(

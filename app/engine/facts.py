@@ -84,17 +84,19 @@ EMAIL_ADAPTER: TypeAdapter[str] = TypeAdapter(EmailStr)
 DIGITS = re.compile(r"\d")
 ADDRESS = re.compile(r"[\w.+-]+@[\w.-]+")
 TIME_WORDS = re.compile(
-    r"\b(?:asap|soon|urgent|now|today|tomorrow|week|month|quarter|year|spring|summer|autumn|"
+    r"\b(?:asap|soon|urgent|urgently|now|today|tomorrow|days?|weeks?|months?|quarters?|years?|"
+    r"spring|summer|autumn|"
     r"fall|winter|january|february|march|april|may|june|july|august|september|october|"
     r"november|december|christmas|holidays?)\b",
     re.I,
 )
+# Words that say who decides; a job title alone ("practice manager") does not.
 AUTHORITY_CUES = re.compile(
-    r"\b(?:decide|decides|decision|sign|signs|signing|approve|approves|boss|owner|own|ceo|"
-    r"founder|cfo|cto|coo|president|director|board|manager|recommend|say|call the shots|"
-    r"up to me|my call)\b",
+    r"\b(?:decide|decides|decision|decisions|sign|signs|signing|approve|approves|approval|"
+    r"boss|own|owner|recommend|final say|call the shots|up to me|my call|no say)\b",
     re.I,
 )
+NUMBER = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(k\b)?", re.I)
 DAY_WORDS = re.compile(
     r"\b(?:mon|tues|wednes|thurs|fri|satur|sun)day|\b(?:morning|afternoon|evening|noon|"
     r"tomorrow|today|next week|\d{1,2}(?::\d{2})?\s*(?:am|pm)?)\b",
@@ -145,6 +147,29 @@ def someone_elses(email: str, text: str) -> bool:
     return at >= 0 and bool(THIRD_PARTY.search(text[:at]))
 
 
+def _amount_said(amount: float, text: str) -> bool:
+    """Whether the message states this amount ('$12k', '12,000', '12000')."""
+    for match in NUMBER.finditer(text):
+        try:
+            number = float(match.group(1).replace(",", ""))
+        except ValueError:
+            continue
+        if number * (1000 if match.group(2) else 1) == amount:
+            return True
+    return False
+
+
+def _any_word(value: str, text: str) -> bool:
+    """Whether some word of three letters or more of `value` is in the message."""
+    lowered = text.casefold()
+    return any(w in lowered for w in re.findall(r"[a-z]{3,}|\d+", value.casefold()))
+
+
+def _proper_noun(value: str, text: str) -> bool:
+    """A company is named as written, capitalised: 'Hart Ceramics', not 'my pottery studio'."""
+    return value in text and any(c.isupper() for c in value)
+
+
 def _mentioned(value: str, text: str) -> bool:
     """Whether every word of `value` occurs in the message (case-insensitively)."""
     words = re.findall(r"\w+", value.casefold())
@@ -162,6 +187,11 @@ def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
         value = getattr(kept, name)
         if value is not None and (not value.strip() or not _mentioned(value, words)):
             setattr(kept, name, None)
+    if kept.company is not None and (
+        not _proper_noun(kept.company, words)
+        or (kept.role and kept.company.casefold() == kept.role.casefold())
+    ):
+        kept.company = None
     if kept.name is not None and (
         len(kept.name.split()) > 4 or NOT_NAME_WORDS & set(kept.name.casefold().split())
     ):
@@ -179,11 +209,15 @@ def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
         digits = "".join(DIGITS.findall(kept.phone))
         if len(digits) < 7 or digits not in "".join(DIGITS.findall(text)):
             kept.phone = None
-    if kept.budget_amount is not None and (kept.budget_amount <= 0 or not DIGITS.search(text)):
+    if kept.budget_amount is not None and (
+        kept.budget_amount <= 0 or not _amount_said(kept.budget_amount, words)
+    ):
         kept.budget_amount = kept.budget_currency = kept.budget_period = None
     if kept.budget_amount is None:
         kept.budget_period = kept.budget_currency = None
-    if kept.timeline is not None and not (DIGITS.search(text) or TIME_WORDS.search(text)):
+    if kept.timeline is not None and not (
+        TIME_WORDS.search(text) and _any_word(kept.timeline, text)
+    ):
         kept.timeline = None
     if kept.authority is not None and not AUTHORITY_CUES.search(text):
         kept.authority = None

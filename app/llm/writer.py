@@ -51,6 +51,17 @@ RECALL = re.compile(
     r"what do you (?:know|have) (?:about|on) me|did you (?:get|note|catch))\b",
     re.I,
 )
+# Asking for another visitor's data, or for the chat to act on its own instructions.
+OTHERS = re.compile(
+    r"\b(?:(?:last|previous|other|another) (?:visitor|customer|user|person|client)s?|"
+    r"someone else'?s?|other conversations?|your (?:system )?prompt|your instructions)\b",
+    re.I,
+)
+INJECTION = re.compile(
+    r"\b(?:ignore (?:your|all|the|previous|any) (?:\w+ )?instructions|system prompt|"
+    r"(?:send|forward|email|mail) (?:it|this|that|the \w+|everything|a copy)(?: of [\w ]+)? to)\b",
+    re.I,
+)
 OFF_TOPIC = re.compile(
     r"\b(?:weather|joke|football|soccer|recipe|movie|film|song|politics|election|"
     r"capital of|meaning of life|your favou?rite|who are you|are you (?:a )?(?:bot|human|real))\b",
@@ -79,6 +90,10 @@ def _answer(brief: dict[str, Any], message: str) -> list[str]:
         else:
             parts.append("You haven't shared any details with me yet.")
         return parts
+    if OTHERS.search(message):
+        parts.append("I can't share anything about other visitors or conversations.")
+    elif INJECTION.search(message):
+        parts.append("I can't do that from this chat, but I'm glad to help with your own project.")
     if brief.get("first_turn") and not brief.get("took_over_from") and GREETING.search(message):
         parts.append(
             "Hello! I'm Parley, the assistant for this site. I can tell you about our web "
