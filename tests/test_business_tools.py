@@ -339,3 +339,32 @@ async def test_an_approval_survives_a_restart(configured: Settings) -> None:
     [notification] = finished(events, "send_qualification_notification")
     assert notification.status == "success"
     assert sales_mails(routes["mail"]) == 1
+
+
+async def test_a_lead_has_one_call_and_another_time_moves_it(configured: Settings) -> None:
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        moved = mock.patch(url__regex=rf"{GOOGLE}/calendar/v3/calendars/.+/events/.+").mock(
+            side_effect=lambda request: httpx.Response(
+                200, json={"id": request.url.path.rsplit("/", 1)[1], **json.loads(request.content)}
+            )
+        )
+        async with engine(configured) as runs:
+            first = await turn(runs, BOOK_A_CALL)
+            conversation_id = first[0].conversation_id
+            await turn(runs, "The first one works", conversation_id)
+            # Asked for a call again: no second booking, the booked one is named.
+            again = await turn(runs, "Can we book a call?", conversation_id)
+            assert not finished(again, SCHEDULE)
+            assert (
+                "already booked" in [e for e in again if e.type == "message.completed"][-1].content
+            )
+            offered = await turn(runs, "Can we reschedule to another time?", conversation_id)
+            [times] = finished(offered, SCHEDULE)
+            assert times.result["data"]["slots"]
+            done = await turn(runs, "The second one, please", conversation_id)
+            [move] = finished(done, "reschedule_call")
+            assert move.status == "success", move.result
+            assert "moved to" in [e for e in done if e.type == "message.completed"][-1].content
+    assert routes["insert"].call_count == 1  # one event, moved: never a second invitation
+    assert moved.call_count == 1

@@ -360,6 +360,32 @@ def _schedule(tool: str, title: str) -> Callable:
     return make
 
 
+class RescheduleArgs(BaseModel):
+    event_id: str = Field(max_length=200, description="The booked event to move")
+    start: str = Field(description="ISO 8601 start of one of the offered slots")
+
+
+def _reschedule_call(agent: str) -> ToolFunction:
+    async def reschedule_call(event_id: str, start: str) -> ToolChunk:
+        ctx = current_turn()
+        try:
+            when = datetime.fromisoformat(start)
+        except ValueError:
+            raise ToolRefused(f"'{start}' is not an ISO 8601 time; use an offered slot.") from None
+        lead = await _lead_with_email(ctx)
+        outcome = await once(
+            ctx,
+            "reschedule_call",
+            {"event_id": event_id, "start": when.isoformat()},
+            lambda key: ctx.integrations.calendar.move_meeting(
+                event_id, when, attendee_email=lead.email if confirmed(lead) else None
+            ),
+        )
+        return integration_result(outcome)
+
+    return reschedule_call
+
+
 def _schedule_def(tool: str, title: str) -> ToolDef:
     return ToolDef(
         tool,
@@ -409,6 +435,12 @@ BUSINESS_TOOLS: dict[str, ToolDef] = {
             NoArgs,
             _send_email_confirmation,
         ),
+        ToolDef(
+            "reschedule_call",
+            "Move the visitor's booked call to another of the offered slots.",
+            RescheduleArgs,
+            _reschedule_call,
+        ),
         _schedule_def("schedule_technical_consultation", "Technical consultation"),
         _schedule_def("schedule_strategy_session", "Strategy session"),
         _schedule_def("schedule_qualification_call", "Qualification call"),
@@ -423,6 +455,7 @@ TOOL_VENDORS = {
     "send_marketing_proposal": "sendgrid",
     "send_qualification_notification": "sendgrid",
     "send_email_confirmation": "sendgrid",
+    "reschedule_call": "google_calendar",
     "schedule_technical_consultation": "google_calendar",
     "schedule_strategy_session": "google_calendar",
     "schedule_qualification_call": "google_calendar",

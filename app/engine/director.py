@@ -38,6 +38,7 @@ OFFERED = "call.offered"
 BOOKING = "call.booking"
 WANTED = "call.wanted"
 ASKED = "flow.asked"
+RESCHEDULING = "call.rescheduling"
 CODE_SENT = "email.code_sent"  # the address a confirmation code went to
 CODE_ATTEMPTS = "email.code_attempts"
 CODES_SENT = "email.codes_sent"
@@ -132,6 +133,7 @@ class Director:
             asked=memory.get(ASKED) or {},
             wants_call=bool(memory.get(WANTED)),
             email_confirmed=bool(lead and lead.email and lead.fields.get(VERIFIED)),
+            rescheduling=bool(memory.get(RESCHEDULING)),
         )
         return state, memory
 
@@ -219,6 +221,8 @@ class Director:
         times: list[str] = []
         if due.book is not None:
             said.append(await self._book(run, memory, agent, due.book, state))
+        if due.move is not None:
+            said.append(await self._move(run, memory, agent, due.move, state))
         if due.offer_times:
             outcome, times = await self._offer(run, memory, agent, state)
             said += outcome
@@ -254,9 +258,24 @@ class Director:
         body, status, _ = await self._tool(run, agent, tool, {"start": start})
         data = body.get("data", {}) if isinstance(body, dict) else {}
         if status == "success" and data.get("event_id"):
-            await memory.remember(BOOKING, {"start": start, "tool": tool}, agent=agent)
+            booking = {"start": start, "tool": tool, "event_id": data["event_id"]}
+            await memory.remember(BOOKING, booking, agent=agent)
             return f"Your call is booked for {when(start)}."
         return "I couldn't book that time from here; our team will email you to confirm a time."
+
+    async def _move(
+        self, run: Run, memory: SharedMemory, agent: str, start: str, state: LeadState
+    ) -> str:
+        booking = state.booking or {}
+        arguments = {"event_id": booking.get("event_id", ""), "start": start}
+        _, status, _ = await self._tool(run, agent, "reschedule_call", arguments)
+        if status == "success":
+            await memory.remember(BOOKING, {**booking, "start": start}, agent=agent)
+            await SharedMemory(self.store, run.conversation_id).remember(
+                RESCHEDULING, False, agent=None
+            )
+            return f"Your call is moved to {when(start)}."
+        return "I couldn't move the call from here; our team will email you to find a new time."
 
     async def _offer(
         self, run: Run, memory: SharedMemory, agent: str, state: LeadState
@@ -264,8 +283,14 @@ class Director:
         tool = SCHEDULE_TOOL[agent]
         body, status, reason = await self._tool(run, agent, tool, {})
         slots = (body.get("data", {}) if isinstance(body, dict) else {}).get("slots") or []
+        booked = (state.booking or {}).get("start")
+        slots = [slot for slot in slots if slot["start"] != booked]
         if status == "success" and slots:
             chosen = preferred(slots, state.fields.get("meeting_preference"))[:OFFER_COUNT]
+            if state.booking is not None:
+                await SharedMemory(self.store, run.conversation_id).remember(
+                    RESCHEDULING, True, agent=None
+                )
             await memory.remember(OFFERED, {"tool": tool, "slots": chosen}, agent=agent)
             return [], [when(slot["start"]) for slot in chosen]
         if reason in FINAL_REASONS:
@@ -330,11 +355,15 @@ class Director:
         said, times = await self.steps(run, memory, agent, due, state)
         said = heard + said
         state, _ = await self.state(run.conversation_id)
-        ask = None if state.booking is None and times else next_question(state, agent)
+        ask = None if times else next_question(state, agent)
         if state.wants_call and not state.fields.get("email") and not times:
             ask = "email"  # the call needs an address for the invitation before anything
-        if state.booking and not due.book and (facts.wants_call or facts.meeting_preference):
-            said.append(f"Your call is already booked for {when(state.booking['start'])}.")
+        booked_before = state.booking and not (due.book or due.move or times)
+        if booked_before and (facts.wants_call or facts.meeting_preference):
+            said.append(
+                f"Your call is already booked for {when(state.booking['start'])}; say if you "
+                "would like another time."
+            )
         if ask is not None:
             asked_counts = {**state.asked, ask: state.asked.get(ask, 0) + 1}
             await SharedMemory(self.store, run.conversation_id).remember(

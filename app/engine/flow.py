@@ -48,6 +48,7 @@ class LeadState:
     asked: dict[str, int] = field(default_factory=dict)  # question -> times asked
     wants_call: bool = False
     email_confirmed: bool = False  # the visitor typed the code sent to the address
+    rescheduling: bool = False  # new times were offered for the booked call
 
 
 def route(active: str, facts: Facts, state: LeadState) -> tuple[str, str] | None:
@@ -112,13 +113,28 @@ class Due:
 
     offer_times: bool = False
     book: str | None = None  # the ISO start of the chosen time
+    move: str | None = None  # the new start of the booked call
+
+
+RESCHEDULE = re.compile(
+    r"\b(?:reschedule|another (?:time|day|slot)|different (?:time|day|slot)|move (?:the|my|our) "
+    r"(?:call|meeting)|change (?:the|my) (?:time|call|meeting)|can(?:'t|not) make it)\b",
+    re.I,
+)
 
 
 def due_steps(state: LeadState, facts: Facts, message: str, calendar_down: bool) -> Due:
     """Whether to book a chosen call time, or to offer times (not again once the
-    calendar said it cannot be used from here)."""
+    calendar said it cannot be used from here). A lead has one call: asking for another
+    time offers new times, and the one picked moves the call."""
     email = state.fields.get("email")
     due = Due()
+    if state.booking is not None:
+        if state.rescheduling and state.offered and email:
+            due.move = chosen_slot(facts, message, state.offered)
+        if due.move is None and RESCHEDULE.search(message) and not calendar_down:
+            due.offer_times = True
+        return due
     if state.offered and state.booking is None and email:
         due.book = chosen_slot(facts, message, state.offered)
     wants = facts.wants_call or bool(facts.meeting_preference) or state.wants_call

@@ -234,6 +234,35 @@ class GoogleCalendarClient(ServiceClient):
 
         return await self._guard(op)
 
+    async def move_meeting(
+        self, event_id: str, start: datetime, *, attendee_email: str | None = None
+    ) -> IntegrationResult:
+        """Move a booked event to a new start (a reschedule is never a second event).
+        data: event_id, html_link, start, end, duplicate."""
+
+        async def op() -> IntegrationResult:
+            if start.tzinfo is None:
+                raise IntegrationError("invalid_request", "the meeting start needs a time zone")
+            end = start + timedelta(minutes=self.config.meeting_minutes)
+            if not self.config.hours.contains(start, end):
+                raise IntegrationError("invalid_request", "That time is outside business hours.")
+            if await self._busy(start, end):
+                raise IntegrationError("conflict", "That time is no longer free.")
+            tz = self.config.time_zone
+            response = await self._request(
+                "PATCH",
+                f"{self._calendar_path()}/events/{event_id}",
+                idempotent=True,  # setting the same start again changes nothing
+                json={
+                    "start": {"dateTime": start.isoformat(), "timeZone": tz},
+                    "end": {"dateTime": end.isoformat(), "timeZone": tz},
+                },
+                params={"sendUpdates": "all" if self._invites(attendee_email) else "none"},
+            )
+            return self._booked(response.json(), duplicate=False)
+
+        return await self._guard(op)
+
     # -- helpers ------------------------------------------------------------------------------
 
     async def _busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
