@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0)
     webhook_queue_size: int = Field(default=1000, ge=1)
+    webhook_allow_private: bool = False
 
     # Limits (0 = no limit)
     rate_limits_enabled: bool = True
@@ -119,6 +120,7 @@ class Settings(BaseSettings):
     send_timeout_seconds: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_ws_frame_bytes: int = Field(default=65_536, ge=1024)
+    max_metadata_bytes: int = Field(default=8192, ge=0)
     llm_context_size: int = Field(default=32_768, ge=512)
     context_trigger_ratio: float = Field(default=0.8, gt=0.1, le=0.9)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -11,11 +11,12 @@ from app.agents import AGENTS, AgentSpec
 from app.api.chat_input import checked_message
 from app.api.deps import Services, ServicesDep
 from app.api.errors import ApiError
+from app.api.text_checks import StorableInput
+from app.engine import workflows
 from app.engine.events import MessageCompleted, RunFailed
 from app.engine.runs import Run
 from app.engine.tools import tool_catalogue
 from app.engine.visualization import visualize
-from app.engine.workflows import WorkflowRequest
 from app.llm.factory import probe_provider
 from app.security import OPERATOR_ONLY
 from app.store.models import AgentMessage, AgentMessageKind, Conversation
@@ -90,7 +91,8 @@ async def get_agent(agent_type: str) -> dict[str, Any]:
     return describe(spec_or_404(agent_type))
 
 
-class InvokeRequest(BaseModel):
+class InvokeRequest(StorableInput):
+    metadata_fields = ("metadata",)
     agent_type: str
     input: str = Field(description="What the agent should answer.")
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -136,6 +138,12 @@ async def invoke(body: InvokeRequest, services: ServicesDep) -> InvokeReply:
 
 
 # Workflows
+
+
+class WorkflowRequest(StorableInput, workflows.WorkflowRequest):
+    """A workflow to start, checked like every input that reaches the store."""
+
+    metadata_fields = ("metadata",)
 
 
 async def workflow_or_404(services: Services, workflow_id: str) -> Conversation:
@@ -206,7 +214,7 @@ async def workflow_visualization(workflow_id: str, services: ServicesDep) -> dic
     return visualize(conversation, events, messages)
 
 
-class AgentMessageRequest(BaseModel):
+class AgentMessageRequest(StorableInput):
     from_agent: str
     to_agent: str
     kind: AgentMessageKind = Field(alias="type", default="notification")

@@ -2,14 +2,16 @@
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from app.api.errors import ApiError
+from app.api.text_checks import StorableInput, is_blank
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(StorableInput):
     """One visitor turn."""
 
+    metadata_fields = ("metadata",)
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"message": "Hi, I need a new online shop"}]}
     )
@@ -25,8 +27,8 @@ class ChatRequest(BaseModel):
 
 def checked_message(text: str, max_chars: int) -> str:
     """The message as sent, or a 4xx that says what is wrong with it."""
-    if not text.strip():
-        raise ApiError(422, "empty_message", "The message is empty.")
+    if is_blank(text):
+        raise ApiError(422, "empty_message", "The message is empty: it has no visible characters.")
     if len(text) > max_chars:
         raise ApiError(
             413,

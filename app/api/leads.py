@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.api.chat_input import checked_message
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
+from app.api.text_checks import StorableInput
 from app.engine.leads import LeadFields, analyze_lead, record_lead
 from app.security import OPERATOR_ONLY
 from app.store.models import Lead
@@ -16,7 +17,7 @@ from app.store.models import Lead
 router = APIRouter(prefix="/api/leads", tags=["leads"])
 
 
-class LeadSubmission(BaseModel):
+class LeadSubmission(StorableInput):
     """A contact form: the lead's fields, and an optional first message."""
 
     model_config = ConfigDict(extra="forbid")

@@ -1,18 +1,20 @@
 """Webhooks: register a URL for events, list and delete them, read and replay deliveries."""
 
+import asyncio
 import secrets
 import time
 import uuid
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
+from app.config import Settings
 from app.security import OPERATOR_ONLY
 from app.store.models import Webhook, WebhookDelivery, WebhookEventType
+from app.webhooks.targets import HostUnresolved, TargetRefused, check_url
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], dependencies=[OPERATOR_ONLY])
 
@@ -22,18 +24,13 @@ class WebhookRegistration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2000, description="An http or https URL that accepts POST.")
+    url: str = Field(
+        max_length=2000,
+        description="An http or https URL that accepts POST, without credentials, on a "
+        "public address (WEBHOOK_ALLOW_PRIVATE=true admits private ones).",
+    )
     events: list[WebhookEventType] = Field(min_length=1, description="Event types to send.")
     description: str | None = Field(default=None, max_length=200)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        value = value.strip()
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return value
 
     @field_validator("events")
     @classmethod
@@ -70,6 +67,26 @@ class DeliveryList(BaseModel):
     items: list[WebhookDelivery]
 
 
+async def checked_url(url: str, settings: Settings) -> str:
+    """The URL if webhooks may send to it, else a 422 `invalid_webhook_url` saying why:
+    http(s) only, no credentials or control characters, and a host that resolves to
+    public addresses only (unless WEBHOOK_ALLOW_PRIVATE). Deliveries check it again."""
+    try:
+        async with asyncio.timeout(settings.webhook_timeout_seconds):
+            await check_url(url, settings.webhook_allow_private)
+    except TargetRefused as exc:
+        why = exc.reason
+        if exc.private:
+            why += "; webhooks go to public addresses unless WEBHOOK_ALLOW_PRIVATE=true"
+    except HostUnresolved as exc:
+        why = f"{exc}; check the host name"
+    except TimeoutError:
+        why = "its host did not resolve in time; check the host name"
+    else:
+        return url
+    raise ApiError(422, "invalid_webhook_url", f"The webhook URL is refused: {why}.")
+
+
 @router.post("", status_code=201, response_model=RegisteredWebhook)
 async def register_webhook(body: dict[str, Any], services: ServicesDep) -> RegisteredWebhook:
     """Register a URL for events. The response carries the secret that signs every
@@ -83,7 +100,7 @@ async def register_webhook(body: dict[str, Any], services: ServicesDep) -> Regis
         raise ApiError(422, "invalid_webhook", problems) from None
     webhook = Webhook(
         id=uuid.uuid4().hex,
-        url=registration.url,
+        url=await checked_url(registration.url, services.settings),
         events=registration.events,
         secret=f"whsec_{secrets.token_urlsafe(32)}",
         description=registration.description,

@@ -6,6 +6,8 @@ webhook. A worker turns each event into one persisted `pending` delivery per sub
 webhook; each delivery is then sent by its own task: a signed POST with a short timeout,
 retried with exponential backoff and jitter until it is answered with a 2xx or has used
 `WEBHOOK_MAX_ATTEMPTS` attempts (then `failed`). Every attempt is logged in the store.
+A target the checks of `targets` refuse fails at once, without connecting; the log says
+"refused" or "connection failed", never why a connection to a port did not work.
 Deliveries still pending at shutdown are resumed at the next start (at least once: a
 receiver deduplicates on the payload's `id`).
 """
@@ -24,6 +26,7 @@ from app.store import Store
 from app.store.models import DeliveryStatus, StoredEvent, WebhookAttempt, WebhookDelivery
 from app.webhooks.events import WebhookEvent, webhook_events
 from app.webhooks.signing import delivery_headers
+from app.webhooks.targets import HostUnresolved, TargetRefused, checked_client, url_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,14 @@ def encode(payload: dict) -> bytes:
 
 
 class WebhookDispatcher:
-    def __init__(self, settings: Settings, store: Store, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
-        self.http = http
+        # `http`, the app's shared client, is not used for deliveries: their client
+        # connects only to addresses it has checked (see `targets`).
+        self.http = checked_client(settings.webhook_allow_private)
         self._queue: asyncio.Queue[WebhookEvent] = asyncio.Queue(settings.webhook_queue_size)
         self._worker: asyncio.Task[None] | None = None
         self._sending: dict[str, asyncio.Task[None]] = {}
@@ -79,6 +86,7 @@ class WebhookDispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.http.aclose()
 
     # Feeding
 
@@ -185,12 +193,12 @@ class WebhookDispatcher:
                     return
                 number = delivery.attempts + 1
                 async with self._sends:
-                    attempt = await self._post(webhook.url, webhook.secret, delivery, number)
+                    attempt, final = await self._post(webhook.url, webhook.secret, delivery, number)
                 status: DeliveryStatus = "pending"
                 next_at = time.time()
                 if attempt.status_code is not None and 200 <= attempt.status_code < 300:
                     status = "delivered"
-                elif number >= self.settings.webhook_max_attempts:
+                elif final or number >= self.settings.webhook_max_attempts:
                     status = "failed"
                     log.warning(
                         "webhook delivery %s to webhook %s failed after %d attempts: %s",
@@ -211,34 +219,44 @@ class WebhookDispatcher:
 
     async def _post(
         self, url: str, secret: str, delivery: WebhookDelivery, number: int
-    ) -> WebhookAttempt:
-        """One signed POST; the response body is not read."""
+    ) -> tuple[WebhookAttempt, bool]:
+        """One signed POST (the response body is not read), and whether its outcome is
+        final: a refused target is not tried again."""
         body = encode(delivery.payload)
         headers = delivery_headers(secret, body, delivery.event_type, delivery.id, number)
         headers["User-Agent"] = USER_AGENT
         started = time.monotonic()
         status_code: int | None = None
         error: str | None = None
+        final = False
+        timeout = self.settings.webhook_timeout_seconds
         try:
+            # A webhook saved before its URL was checked is checked here too.
+            if (problem := url_problem(url)) is not None:
+                raise TargetRefused(problem)
             async with self.http.stream(
-                "POST",
-                url,
-                content=body,
-                headers=headers,
-                timeout=self.settings.webhook_timeout_seconds,
-                follow_redirects=False,
+                "POST", url, content=body, headers=headers, timeout=timeout, follow_redirects=False
             ) as response:
                 status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
+        except TargetRefused as exc:
+            error, final = f"refused: {exc.reason}", True
+        except HostUnresolved as exc:
+            error = f"failed: {exc}"
+        # Whether a port refused, reset or timed out the connection, or answered with
+        # something that is not HTTP, reads the same: the log must not map a network.
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            error = "connection failed"
         except httpx.TimeoutException:
-            error = f"timed out after {self.settings.webhook_timeout_seconds:g}s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return WebhookAttempt(
+            error = f"timed out after {timeout:g}s"
+        except httpx.HTTPError:
+            error = "connection failed"
+        attempt = WebhookAttempt(
             attempt=number,
             status_code=status_code,
             error=error,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
             at=time.time(),
         )
+        return attempt, final

@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 from sse_starlette import ServerSentEvent
 
 from app.api.protocols.framing import sse_frames
+from app.api.text_checks import StorableInput
 from app.engine.events import (
     AgentStarted,
     ApprovalRequested,
@@ -63,10 +64,11 @@ class InputMessage(BaseModel):
     content: Any = None
 
 
-class RunAgentInput(BaseModel):
+class RunAgentInput(StorableInput):
     """AG-UI's request to run an agent. Parley keeps the conversation itself, so only
     the last user message is read; client-side `tools` are not called."""
 
+    metadata_fields = ("threadId", "context")  # kept as the conversation's metadata
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     thread_id: str = Field(alias="threadId")

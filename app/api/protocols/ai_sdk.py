@@ -26,6 +26,7 @@ from pydantic_core import to_jsonable_python
 from sse_starlette import ServerSentEvent
 
 from app.api.protocols.framing import sse_frames
+from app.api.text_checks import StorableInput
 from app.engine.events import (
     AgentStarted,
     ApprovalRequested,
@@ -71,13 +72,14 @@ class UIMessage(BaseModel):
     metadata: Any = None
 
 
-class UIChatRequest(BaseModel):
+class UIChatRequest(StorableInput):
     """The body of `DefaultChatTransport`: the chat's id and its messages.
 
     Parley keeps the conversation itself, so only the last user message is read. Extra
     body fields are allowed; `conversation_id` picks the conversation explicitly.
     """
 
+    metadata_fields = ("id",)  # kept as the conversation's `chat_id`
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
