@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     integration_max_attempts: int = 3
     integration_breaker_failures: int = 5
     integration_breaker_cooldown_seconds: float = 30.0
+    # Side effects a day (mail, calendar, crm), per conversation, visitor address and site.
+    caps_per_conversation: dict[str, int] = Field(
+        default_factory=lambda: {"mail": 5, "calendar": 4, "crm": 6}
+    )
+    caps_per_address: dict[str, int] = Field(
+        default_factory=lambda: {"mail": 5, "calendar": 4, "crm": 10}
+    )
+    caps_per_site: dict[str, int] = Field(
+        default_factory=lambda: {"mail": 500, "calendar": 200, "crm": 1000}
+    )
     approval_required_tools: list[str] = Field(default_factory=list)
     approval_timeout_seconds: float = 600.0
 

@@ -30,6 +30,7 @@ from app.api.shutdown import GracefulShutdown
 from app.bus import open_bus
 from app.config import Settings
 from app.engine.agentscope_setup import configure_agentscope
+from app.engine.caps import SideEffectCaps
 from app.engine.group import Group
 from app.engine.runs import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
@@ -40,7 +41,7 @@ from app.observability.metrics import Metrics
 from app.observability.tracing import TracingMiddleware, start_tracing, traces_endpoint
 from app.security import Security, cors_origins
 from app.security.body_limit import BodySizeLimit
-from app.security.limits import Limits
+from app.security.limits import Limits, counters_for
 from app.store import create_store
 from app.store.retention import start_retention
 from app.webhooks.dispatcher import WebhookDispatcher
@@ -61,7 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provider = await create_provider(settings, http)
         log.info("LLM provider: %s (%s)", provider.name, provider.reason)
         integrations = build_integrations(settings)
-        group = Group(settings, store, provider, integrations, http)
+        counters = counters_for(settings)  # the rate limits' and the side-effect caps'
+        caps = SideEffectCaps(
+            counters,
+            settings.caps_per_conversation,
+            settings.caps_per_address,
+            settings.caps_per_site,
+        )
+        group = Group(settings, store, provider, integrations, http, caps)
         control = WorkflowControl()
         runs = RunManager(settings, store, bus, WorkflowEngine(group, control))
         await runs.recover()
@@ -74,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracing = start_tracing(settings)
         limits = Limits.from_settings(
             settings,
+            counters,
             on_reject=lambda limit: metrics.rate_limited.labels(limit).inc(),
             on_stream=lambda transport, change: metrics.open_streams.labels(transport).inc(change),
         )

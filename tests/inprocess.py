@@ -11,6 +11,7 @@ from agentscope.model import ChatModelBase
 
 from app.bus import InProcessBus
 from app.config import Settings
+from app.engine.caps import SideEffectCaps
 from app.engine.events import AnyEvent
 from app.engine.group import Group
 from app.engine.runs import RunManager
@@ -23,7 +24,7 @@ from app.store import SQLiteStore
 
 @asynccontextmanager
 async def engine(
-    settings: Settings, model: ChatModelBase | None = None
+    settings: Settings, model: ChatModelBase | None = None, caps: SideEffectCaps | None = None
 ) -> AsyncIterator[RunManager]:
     """A run manager over the settings' SQLite file; opening it again is a restart."""
     store = SQLiteStore(settings.sqlite_path)
@@ -31,7 +32,7 @@ async def engine(
     integrations = build_integrations(settings)
     model = model or OfflineChatModel(token_delay_seconds=0)
     provider = LLMProvider("offline", "offline", "built-in", "test", model)
-    group = Group(settings, store, provider, integrations)
+    group = Group(settings, store, provider, integrations, caps=caps)
     runs = RunManager(settings, store, InProcessBus(), WorkflowEngine(group, WorkflowControl()))
     await runs.recover()
     try:

@@ -7,6 +7,8 @@ import json
 import respx
 
 from app.config import Settings
+from app.engine.caps import SideEffectCaps
+from app.security.limits import MemoryCounters
 from tests.inprocess import engine, turn
 from tests.test_business_tools import configured, vendor_routes  # noqa: F401 (fixture)
 
@@ -82,3 +84,20 @@ async def test_a_wrong_code_confirms_nothing_and_attempts_are_bounded(
     assert memory["email.code_attempts"] == 5  # then the chat stops checking codes
     assert "doesn't match" in replies[0]
     assert any("can't confirm your email address here" in reply for reply in replies[5:])
+
+
+async def test_side_effects_are_capped_per_address_across_conversations(
+    configured: Settings,  # noqa: F811
+) -> None:
+    caps = SideEffectCaps(MemoryCounters(), {"mail": 5}, {"mail": 2}, {"mail": 100})
+    sent = []
+    with respx.mock(assert_all_called=False) as mock:
+        routes = vendor_routes(mock)
+        async with engine(configured, caps=caps) as runs:
+            for _ in range(4):  # fresh conversations, each naming the same address
+                events = await turn(runs, f"Hi, my email is {VICTIM}")
+                [step] = [e for e in events if e.type == "tool.finished"]
+                sent.append((step.tool, step.status, step.reason))
+    assert sent[:2] == [("send_email_confirmation", "success", None)] * 2
+    assert sent[2:] == [("send_email_confirmation", "skipped", "cap_reached")] * 2
+    assert routes["mail"].call_count == 2

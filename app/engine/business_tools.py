@@ -66,6 +66,17 @@ async def once(
             "An earlier attempt may have gone through, so it is not repeated; the team "
             "will check and follow up.",
         )
+    if ctx.caps is not None:
+        lead = await _lead(ctx)
+        site = ctx.run.conversation.metadata.get("site_key")
+        scope = await ctx.caps.admit(
+            tool, ctx.run.conversation_id, lead.email if lead else None, site
+        )
+        if scope is not None:
+            return IntegrationResult.skipped(
+                "cap_reached",
+                f"The day's limit for this {scope} is reached; the team will follow up by email.",
+            )
     outcome = await act(key)
     if outcome.status == "success" or outcome.reason == "outcome_unknown":
         now = time.time()

@@ -61,7 +61,7 @@ OFFER_COUNT = 3
 CALENDAR_DOWN = "calendar:unavailable"
 SYNCED = ("qualified", "booked")  # the stages at which the CRM and sales hear of a lead
 # Outcomes after which a step is not tried again in this conversation (an error is retried).
-FINAL_REASONS = ("not_configured", "rejected", "not_qualified")
+FINAL_REASONS = ("not_configured", "rejected", "not_qualified", "cap_reached")
 # Changes said back to the visitor ("Got it: your budget is now $20,000"); a name or a
 # company given more fully is just taken.
 CORRECTABLE = ("email", "phone", "budget", "timeline")

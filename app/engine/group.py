@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from app.agents import AGENTS, DEFAULT_AGENT, AgentSpec
 from app.config import Settings
 from app.engine.approvals import FLOW_REPLY, ApprovalDesk, arguments_of, resumption
+from app.engine.caps import SideEffectCaps
 from app.engine.director import Director
 from app.engine.events import AgentStarted, ApprovalResolved, ErrorInfo, Handoff
 from app.engine.extraction import make_extractor
@@ -185,8 +186,10 @@ class Group:
         provider: LLMProvider,
         integrations: Integrations,
         http: httpx.AsyncClient | None = None,
+        caps: SideEffectCaps | None = None,
     ) -> None:
         self.settings = settings
+        self.caps = caps
         self.store = store
         self.provider = provider
         self.integrations = integrations
@@ -263,6 +266,7 @@ class Group:
             integrations=self.integrations,
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
             secret=self.secret,
+            caps=self.caps,
         )
         CURRENT_TURN.set(ctx)  # the tools of this run's agents work for this run
 

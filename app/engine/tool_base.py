@@ -12,6 +12,7 @@ from agentscope.message import TextBlock, ToolResultState
 from agentscope.tool import ToolChunk
 from pydantic import BaseModel, ValidationError
 
+from app.engine.caps import SideEffectCaps
 from app.engine.memory import SharedMemory
 from app.engine.runs import Run
 from app.integrations.result import IntegrationResult
@@ -38,6 +39,7 @@ class TurnContext:
     pending_handoff: tuple[str, str] | None = None
     speaking: str | None = None  # the agent answering now
     secret: bytes = b""  # the server's secret, for email confirmation codes
+    caps: SideEffectCaps | None = None  # side effects a day, across replicas
     visited: set[str] = field(default_factory=set)  # the agents that had the turn
 
     def take_handoff(self) -> tuple[str, str] | None:

@@ -24,6 +24,7 @@ Reason = Literal[
     "recipient_not_allowed",  # e-mail to someone other than the lead or the sales inbox
     "missing_email",  # the lead has no e-mail yet: recorded here, not sent to the CRM
     "not_qualified",  # the lead is not qualified yet: kept here, not sent to the CRM
+    "cap_reached",  # the day's cap on such side effects is reached: not done
     "unverified_email",  # the visitor has not confirmed the address: nothing goes to it
 ]
 

@@ -180,6 +180,13 @@ class RedisCounters:
         await self.redis.aclose()
 
 
+def counters_for(settings: Settings) -> Counters:
+    """Counters every replica shares (Redis), or this process's own."""
+    if settings.redis_url:
+        return RedisCounters(settings.redis_url, settings.redis_prefix)
+    return MemoryCounters()
+
+
 def _subject(value: str) -> str:
     """A bounded, key-safe name for what a client sent (an IP, a key, an id)."""
     if len(value) <= 64 and value.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -220,13 +227,10 @@ class Limits:
         self._backend_down_since: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, **hooks: Any) -> "Limits":
-        counters: Counters = (
-            RedisCounters(settings.redis_url, settings.redis_prefix)
-            if settings.redis_url
-            else MemoryCounters()
-        )
-        return cls(settings, counters, **hooks)
+    def from_settings(
+        cls, settings: Settings, counters: Counters | None = None, **hooks: Any
+    ) -> "Limits":
+        return cls(settings, counters or counters_for(settings), **hooks)
 
     @property
     def enabled(self) -> bool:
