@@ -1,6 +1,7 @@
 """PostgreSQL restarted during a conversation: the turn that hits the outage ends with
 run.failed / store_unavailable, a message sent meanwhile gets 503 store_unavailable, the
-next turn after the restart works, and nothing acknowledged before it is lost.
+next turn after the restart works, and nothing acknowledged before it is lost. And the
+server killed mid-reply on Postgres: the run ends after every seq it sent.
 
 The test stops and starts the local cluster serving TEST_DATABASE_URL with pg_ctlcluster
 (Debian's PostgreSQL packaging; root or the cluster's owner) and always starts it again.
@@ -25,6 +26,7 @@ from tests.events import TERMINAL
 from tests.pg import TEST_DATABASE_URL, needs_postgres
 from tests.server import ServerProcess
 from tests.store_backends import session_database
+from tests.test_crash_replay import crash_mid_reply_and_reconnect
 
 pytestmark = needs_postgres
 
@@ -97,6 +99,26 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def crashable_server(
+    database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    # Slow enough that the journal writes part of the reply before the kill.
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("pg-crash"),
+        DATABASE_URL=database,
+        OFFLINE_TOKEN_DELAY_SECONDS="0.15",
+    ).start()
+    yield proc
+    proc.stop()
+
+
+async def test_a_run_cut_by_a_crash_ends_after_every_seq_it_sent(
+    crashable_server: ServerProcess,
+) -> None:
+    await crash_mid_reply_and_reconnect(crashable_server)
 
 
 async def test_postgres_restarted_during_a_conversation(

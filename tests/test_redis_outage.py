@@ -5,7 +5,8 @@ never the shared one), which the test kills after a few deltas of a streamed tur
 client must get a terminal event for the turn within a bounded wait, /health must still
 answer (503 `degraded`, the bus in error), what was acknowledged must stay in the store,
 and once Redis is back on the same port a new turn must work without restarting the
-server.
+server. While Redis is down, a new turn or a follow gets 503 `bus_unavailable` (an
+`error` frame on a socket, which stays open), never a 500.
 """
 
 import asyncio
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import websockets
 from httpx_sse import aconnect_sse
 
 from app.security.access import TOKEN_HEADER
@@ -32,6 +34,8 @@ pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is no
 QUESTION = "What services do you offer and how much is a website?"
 # The longest a client may wait for the end of a turn once Redis is gone.
 ENDING_WITHIN_SECONDS = 30.0
+# Tries of a new turn once Redis is back (the bus reconnects within a few seconds).
+RECONNECT_TRIES = 60
 
 
 class PrivateRedis:
@@ -182,3 +186,77 @@ async def test_a_turn_ends_when_redis_goes_away_and_turns_work_once_it_is_back(
         health = await http.get("/health")
         assert health.status_code == 200
         assert health.json()["bus"] == {"backend": "redis", "status": "ok"}
+
+
+def assert_bus_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "bus_unavailable" and error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert response.headers["retry-after"]
+
+
+async def next_frame(ws: websockets.ClientConnection) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), ENDING_WITHIN_SECONDS))
+
+
+async def socket_turn(ws: websockets.ClientConnection, message: str) -> list[dict]:
+    """A turn on the socket: its frames up to the terminal event or an error frame."""
+    await ws.send(json.dumps({"type": "message", "message": message}))
+    frames = [await next_frame(ws)]
+    while frames[-1]["type"] not in TERMINAL | {"error"}:
+        frames.append(await next_frame(ws))
+    return frames
+
+
+async def test_new_turns_get_503_while_redis_is_down_and_work_once_it_is_back(
+    server: ServerProcess, private_redis: PrivateRedis
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=server.base_url, timeout=20) as http,
+        websockets.connect(f"{server.ws_url}/api/chat/ws") as ws,
+    ):
+        first = await http.post("/api/chat/message", json={"message": "hello"})
+        assert first.status_code == 200, first.text
+        conversation_id, run_id = first.json()["conversation_id"], first.json()["run_id"]
+        token = {TOKEN_HEADER: first.json()["conversation_token"]}
+        private_redis.kill()
+
+        # A new conversation, and the next turn of one: JSON and streamed.
+        for body, headers in (
+            ({"message": "hi"}, {}),
+            ({"message": "and now?", "conversation_id": conversation_id}, token),
+        ):
+            assert_bus_unavailable(await http.post("/api/chat/message", json=body, headers=headers))
+            assert_bus_unavailable(await http.post("/api/chat/stream", json=body, headers=headers))
+        # Following a run needs the bus too.
+        assert_bus_unavailable(await http.get(f"/api/chat/runs/{run_id}/events", headers=token))
+
+        # On the socket: an error frame, and the socket stays open.
+        [error] = await socket_turn(ws, "hi")
+        assert error["type"] == "error" and error["error"]["code"] == "bus_unavailable"
+        assert error["error"]["message"] and "request_id" in error["error"]
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await next_frame(ws))["type"] == "pong"
+
+        # What was acknowledged before stays readable (the store answers).
+        history = await http.get(f"/api/chat/history/{conversation_id}", headers=token)
+        assert [m["role"] for m in history.json()["messages"]] == ["user", "assistant"]
+
+        # Redis comes back on the same port: the same socket, and HTTP, take turns again.
+        private_redis.start()
+        frames: list[dict] = []
+        for _ in range(RECONNECT_TRIES):
+            frames = await socket_turn(ws, "hello again")
+            if frames[-1]["type"] == "run.completed":
+                break
+            assert frames[-1]["error"]["code"] == "bus_unavailable", frames[-1]
+            await asyncio.sleep(0.5)
+        assert frames[-1]["type"] == "run.completed", frames
+        assert frames[0]["type"] == "conversation" and text_of(frames)
+        body = {"message": "one more", "conversation_id": conversation_id}
+        again = await http.post("/api/chat/message", json=body, headers=token)
+        assert again.status_code == 200, again.text
+        assert again.json()["content"]
+        follow = await http.get(f"/api/chat/runs/{run_id}/events", headers=token)
+        assert follow.status_code == 200

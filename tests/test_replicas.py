@@ -256,7 +256,7 @@ async def test_a_run_whose_replica_dies_ends_for_its_followers_elsewhere(
                 headers={"Last-Event-ID": seen[-1]["_id"]},
             )
             assert rest[-1]["type"] == "run.failed"
-            assert rest[-1]["error"]["code"] == "server_restarted"
+            assert rest[-1]["error"]["code"] == "interrupted"
             resumed = seen + rest
             assert [e["seq"] for e in resumed] == list(range(1, len(resumed) + 1))
             # Closed for good: the next reader replays it from the store.

@@ -25,6 +25,7 @@ LLM_ERROR_STATUS = {
     "llm_timeout": 504,
     "run_timeout": 504,
     "store_unavailable": 503,
+    "bus_unavailable": 503,
 }
 
 

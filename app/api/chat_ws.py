@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from app.api.chat_input import checked_message
 from app.api.deps import Services, get_ws_services
-from app.api.errors import ApiError, error_body
+from app.api.errors import BUS_UNAVAILABLE_MESSAGE, ApiError, error_body
+from app.api.text_checks import UNSTORABLE_TEXT, StorableInput
+from app.bus import BusUnavailable
 from app.engine.runs import ConversationNotFound, RunNotFound
 from app.security import Caller
 from app.security.access import conversation_of_run, deny, socket_caller
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 OUTBOX_FRAMES = 1000
 
 
-class MessageFrame(BaseModel):
+class MessageFrame(StorableInput):
+    metadata_fields = ("metadata",)
     type: Literal["message"]
     message: str
     conversation_id: str | None = None
@@ -49,13 +52,13 @@ class MessageFrame(BaseModel):
     conversation_token: str | None = None
 
 
-class StopFrame(BaseModel):
+class StopFrame(StorableInput):
     type: Literal["stop"]
     run_id: str | None = None
     conversation_token: str | None = None
 
 
-class ResumeFrame(BaseModel):
+class ResumeFrame(StorableInput):
     type: Literal["resume"]
     run_id: str
     after_seq: int = Field(default=0, ge=0)
@@ -164,6 +167,9 @@ class ChatSocket:
         except ValidationError as exc:
             self.send_error("invalid_frame", _describe(exc))
             return
+        except ApiError as exc:  # metadata over MAX_METADATA_BYTES
+            self.send_error(exc.code, exc.message)
+            return
         try:
             match frame:
                 case MessageFrame():
@@ -190,6 +196,8 @@ class ChatSocket:
             self.send_error(
                 "store_unavailable", "The database cannot be reached; nothing was saved."
             )
+        except BusUnavailable:
+            self.send_error("bus_unavailable", BUS_UNAVAILABLE_MESSAGE)
 
     def _require(self, conversation_id: str, token: str | None) -> None:
         """The socket may use the conversation (once shown, for the socket's life)."""
@@ -243,8 +251,11 @@ class ChatSocket:
 
     def _forward(self, run_id: str, after_seq: int) -> None:
         async def forward() -> None:
-            async for batch in self.services.runs.follow_batches(run_id, after_seq):
-                self.send(*(event.to_json() for event in batch))
+            try:
+                async for batch in self.services.runs.follow_batches(run_id, after_seq):
+                    self.send(*(event.to_json() for event in batch))
+            except BusUnavailable:
+                self.send_error("bus_unavailable", BUS_UNAVAILABLE_MESSAGE)
 
         task = asyncio.create_task(forward())
         self.forwarders.add(task)
@@ -253,6 +264,9 @@ class ChatSocket:
 
 def _describe(exc: ValidationError) -> str:
     first = exc.errors()[0]
+    if first["type"] == UNSTORABLE_TEXT:  # a well-formed frame with text no store holds
+        where = ".".join(str(p) for p in first["loc"][1:])  # without the frame's type
+        return f"{where}: {first['msg']}."
     where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
     return (
         f"Malformed frame ({where}: {first.get('msg')}). "

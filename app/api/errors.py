@@ -7,10 +7,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.bus import BusUnavailable
 from app.engine.runs import ConversationNotFound, RunNotFound
 from app.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+BUS_UNAVAILABLE_MESSAGE = (
+    "The server cannot reach its event bus (Redis) right now, so it can neither start nor "
+    "stream a reply; please try again in a moment."
+)
 
 
 class ApiError(Exception):
@@ -69,6 +75,13 @@ def install_error_handlers(app: FastAPI) -> None:
             "The database cannot be reached right now, so nothing was saved; "
             "please try again in a moment.",
         )
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(BusUnavailable)
+    async def bus_unavailable(request: Request, exc: BusUnavailable) -> JSONResponse:
+        log.warning("bus unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = error_response(request, 503, "bus_unavailable", BUS_UNAVAILABLE_MESSAGE)
         response.headers["Retry-After"] = "5"
         return response
 

@@ -18,15 +18,19 @@
 - One turn per conversation across replicas: `<prefix>:lock:<conversation_id>`, a lock
   with a random token and a TTL (REDIS_LOCK_TTL_SECONDS) renewed while the turn runs, so
   a crashed replica's lock frees itself.
+
+A Redis that cannot be reached (refused, reset, timed out) surfaces as BusUnavailable from
+every call a turn or a follow makes, so that callers answer 503 `bus_unavailable`.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -49,6 +53,29 @@ READ_BATCH = 500
 POOL_SIZE = 50
 POOL_WAIT_SECONDS = 10
 SOCKET_TIMEOUT_SECONDS = 15
+# A Redis host that does not answer at all fails a connection this soon, not after the
+# system's TCP timeout (minutes).
+CONNECT_TIMEOUT_SECONDS = 5
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def unavailable(exc: BaseException) -> BusUnavailable:
+    return BusUnavailable(f"Redis cannot be reached ({type(exc).__name__}: {exc})")
+
+
+def reaching_redis(call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Raise BusUnavailable when Redis cannot be reached (OSError: a socket timing out)."""
+
+    @functools.wraps(call)
+    async def reaching(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await call(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+
+    return reaching
 
 
 class _Tail:
@@ -89,6 +116,7 @@ class RedisConversationLock:
         self._lock = client.lock(name, timeout=ttl_seconds, sleep=0.1, thread_local=False)
         self._renewer: asyncio.Task[None] | None = None
 
+    @reaching_redis
     async def acquire(self, wait: float) -> bool:
         if not await self._lock.acquire(blocking=True, blocking_timeout=wait):
             return False
@@ -165,6 +193,7 @@ class RedisBus:
             max_connections=POOL_SIZE,
             timeout=POOL_WAIT_SECONDS,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,  # above FOLLOW_BLOCK_MS
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             health_check_interval=30,
             # A pooled connection to a Redis that restarted fails once: retry on a new one.
             retry=Retry(NoBackoff(), 1),
@@ -218,9 +247,9 @@ class RedisBus:
                     raise
                 # Published already (a run closed by two restarting replicas at once).
                 log.info("event %s of run %s was already published", event.seq, event.run_id)
-            except RedisError as exc:
+            except (RedisError, OSError) as exc:
                 self._publish_locks.pop(event.run_id, None)
-                raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                raise unavailable(exc) from exc
         if event.is_terminal:
             self._publish_locks.pop(event.run_id, None)
 
@@ -251,6 +280,7 @@ class RedisBus:
             if tail.followers == 0 and self._tails.get(run_id) is tail:
                 del self._tails[run_id]
 
+    @reaching_redis
     async def _nudge(self) -> None:
         """Wake the reader so that it reads a newly followed stream too."""
         pipe = self.redis.pipeline(transaction=False)
@@ -300,13 +330,16 @@ class RedisBus:
             if not await self.is_claimed(run_id):
                 tail.finish()
 
+    @reaching_redis
     async def events_so_far(self, run_id: str) -> list[Event]:
         entries = await self.redis.xrange(self._key("run", run_id))
         return [parse_event(json.loads(fields[b"e"])) for _, fields in entries]  # type: ignore[misc]
 
+    @reaching_redis
     async def has_run(self, run_id: str) -> bool:
         return bool(await self.redis.exists(self._key("run", run_id)))
 
+    @reaching_redis
     async def forget(self, run_id: str) -> None:
         await self.redis.delete(self._key("run", run_id))
 
@@ -315,6 +348,7 @@ class RedisBus:
     def watch(self, conversation_id: str) -> Watch:
         return Watch(self._watchers, conversation_id)
 
+    @reaching_redis
     async def announce(self, conversation_id: str, frame: dict) -> None:
         await self.redis.publish(self._key("watch", conversation_id), json.dumps({"frame": frame}))
 
@@ -377,12 +411,15 @@ class RedisBus:
             except RedisError as exc:
                 log.warning("Redis heartbeat failed: %s", exc)
 
+    @reaching_redis
     async def claim(self, run_id: str) -> None:
         await self.redis.set(self._key("owner", run_id), self.replica_id, ex=OWNER_TTL_SECONDS)
 
+    @reaching_redis
     async def release(self, run_id: str) -> None:
         await self.redis.delete(self._key("owner", run_id))
 
+    @reaching_redis
     async def is_claimed(self, run_id: str) -> bool:
         owner = await self.redis.get(self._key("owner", run_id))
         if owner is None:
@@ -392,6 +429,7 @@ class RedisBus:
     def conversation_lock(self, conversation_id: str) -> RedisConversationLock:
         return RedisConversationLock(self.redis, self._key("lock", conversation_id), self._lock_ttl)
 
+    @reaching_redis
     async def request_stop(self, run_id: str, reason: str) -> bool:
         if not await self.is_claimed(run_id):
             return False

@@ -5,6 +5,7 @@ disconnects leaves it running, and any client can follow its events from any seq
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -16,6 +17,7 @@ from agentscope.state import AgentState
 from app.bus import Bus, BusUnavailable, ConversationLock
 from app.config import Settings
 from app.engine.events import (
+    EPHEMERAL_TYPES,
     AnyEvent,
     ErrorInfo,
     Event,
@@ -29,7 +31,15 @@ from app.engine.events import (
     RunStopped,
     Usage,
 )
-from app.engine.replay import ReplyDraft, durable, replay
+from app.engine.replay import (
+    Checkpoint,
+    ReplyDraft,
+    RunJournal,
+    close_interrupted,
+    durable,
+    replay,
+    terminal_of,
+)
 from app.observability.context import bind_run
 from app.observability.tracing import run_span
 from app.store import Store, StoreUnavailable
@@ -53,6 +63,7 @@ BACKGROUND_SAVE_PAUSE = 5.0
 # Longest wait for a run another replica executes to end after a stop request.
 REMOTE_STOP_WAIT_SECONDS = 30.0
 TERMINAL_STATUS = {"run.completed": "completed", "run.stopped": "stopped", "run.failed": "failed"}
+UNFINISHED = ("queued", "running")
 
 
 def new_id() -> str:
@@ -71,7 +82,12 @@ class Run:
     """One turn of a conversation and everything it has emitted."""
 
     def __init__(
-        self, bus: Bus, conversation: Conversation, message: str, user_message_id: str
+        self,
+        bus: Bus,
+        store: Store,
+        conversation: Conversation,
+        message: str,
+        user_message_id: str,
     ) -> None:
         self.id = new_id()
         self.conversation = conversation
@@ -102,6 +118,8 @@ class Run:
         self._published = asyncio.Event()
         self._started_at = time.monotonic()
         self._bus = bus
+        self.journal = RunJournal(store, self.id, self._checkpoint)
+        self._journaled = 0  # durable events taken by the journal
 
     @property
     def conversation_id(self) -> str:
@@ -114,11 +132,16 @@ class Run:
         )
 
     async def publish(self, event: Event) -> None:
-        self.last_emit_at = time.monotonic()
-        if event.type not in ("message.delta", "heartbeat"):
+        self.last_emit_at = now = time.monotonic()
+        if event.type not in EPHEMERAL_TYPES:
             self.durable_events.append(durable(event))
             for reply in self.replies:
                 reply.interrupted = True
+            self.journal.want()
+        elif self.journal.due(event, now):
+            self.journal.want()
+        if event.seq > self.journal.reserved:
+            await self.journal.cover(event.seq)  # no seq goes out that a crash could reuse
         if not self.bus_failed.is_set():
             try:
                 await self._bus.publish(event)
@@ -133,6 +156,15 @@ class Run:
             self.events.append(event)
             published, self._published = self._published, asyncio.Event()
             published.set()
+
+    def _checkpoint(self) -> Checkpoint:
+        """What the journal writes next: the durable events and reply text not taken yet."""
+        rows = self.durable_events[self._journaled :]
+        self._journaled = len(self.durable_events)
+        for reply in self.replies:
+            rows += reply.seal()
+        status = "queued" if self.status == "queued" else "running"
+        return Checkpoint(status=status, rows=rows, last=self.seq)
 
     async def follow_here(self, after_seq: int) -> AsyncIterator[Event]:
         """The run's events after `after_seq` from the run itself, to its terminal event."""
@@ -227,30 +259,16 @@ class RunManager:
                 await self._close_abandoned(record)
 
     async def _close_abandoned(self, record: RunRecord) -> RunFailed:
-        """End a run whose server process is gone: run.failed (server_restarted), saved,
-        and published where followers on other replicas may be waiting for its end."""
+        """End a run whose server process is gone: run.failed (interrupted) after every
+        seq it may have handed out, its replies saved as far as they went, and published
+        where followers on other replicas may be waiting for its end."""
         live = await self.bus.events_so_far(record.id)
         stored = await self.store.list_run_events(record.id)
-        seq = max((e.seq for e in [*stored, *live]), default=0)
-        error = ErrorInfo(
-            code="server_restarted",
-            message="The server restarted during this reply; please send the message again.",
-        )
-        event = RunFailed(
-            run_id=record.id, conversation_id=record.conversation_id, seq=seq + 1, error=error
-        )
-        await self.store.finish_run(
-            record.id,
-            RunOutcome(
-                status="failed",
-                error_code=error.code,
-                error_message=error.message,
-                events=[durable(event)],
-            ),
-        )
+        ending, outcome = close_interrupted(record, stored, live)
+        await self.store.finish_run(record.id, outcome)
         if live:
-            await self.bus.publish(event)
-        return event
+            await self.bus.publish(ending)
+        return ending
 
     async def shutdown(self, grace: float = 0.0) -> None:
         """Let the running turns finish for up to `grace` seconds, then stop the rest
@@ -288,7 +306,7 @@ class RunManager:
             content=message,
             created_at=time.time(),
         )
-        run = Run(self.bus, conversation, message, user_message.id)
+        run = Run(self.bus, self.store, conversation, message, user_message.id)
         user_message.run_id = run.id
         return await self._enqueue(run, user_message)
 
@@ -297,7 +315,7 @@ class RunManager:
         conversation = await self.store.get_conversation(approval.conversation_id)
         if conversation is None:
             raise ConversationNotFound(approval.conversation_id)
-        run = Run(self.bus, conversation, "", "")
+        run = Run(self.bus, self.store, conversation, "", "")
         run.resume = approval
         return await self._enqueue(run, None)
 
@@ -316,7 +334,8 @@ class RunManager:
                 user_message,
             )
         except BaseException as exc:
-            await self.bus.release(run.id)
+            with contextlib.suppress(BusUnavailable):
+                await self.bus.release(run.id)
             # The conversation was erased meanwhile (the store refused the run's row).
             if isinstance(exc, Exception) and not isinstance(exc, StoreUnavailable):
                 if await self.store.get_conversation(run.conversation_id) is None:
@@ -428,7 +447,7 @@ class RunManager:
                     outcome = await self._run_turn(run)
                 await self._finish(run, outcome)
             except Exception as exc:  # the run must always end with a terminal event
-                if isinstance(exc, StoreUnavailable):
+                if isinstance(exc, StoreUnavailable | BusUnavailable):
                     log.warning("run %s failed: %s", run.id, exc)
                 else:
                     log.exception("run %s crashed", run.id)
@@ -438,6 +457,8 @@ class RunManager:
                     if locked:
                         await lock.release()
                     await self.bus.release(run.id)
+                except BusUnavailable as exc:  # its claim expires by itself
+                    log.warning("could not release run %s: %s", run.id, exc)
                 except Exception:
                     log.exception("could not release run %s", run.id)
                 self._advance_queue(run)
@@ -461,8 +482,7 @@ class RunManager:
         run.conversation = (
             await self.store.get_conversation(run.conversation_id) or run.conversation
         )
-        await self.store.mark_run_running(run.id)
-        run.mark_started()
+        run.mark_started()  # its journal's write before run.started records it as running
         await run.emit(RunStarted, message_id=run.user_message_id, message=run.message)
         run.turn_task = asyncio.create_task(self.engine.run(run))
         heartbeat = asyncio.create_task(self._heartbeat(run))
@@ -560,6 +580,7 @@ class RunManager:
         """Save the run, then publish its terminal event: a client that saw the end can
         read the saved reply."""
         terminal, outcome = ending
+        await run.journal.close()  # this save is the last word on the run
         run.status = outcome.status
         outcome.events = [*run.durable_events, durable(terminal)]
         outcome.events += [row for reply in run.replies for row in reply.coalesced()]
@@ -687,25 +708,40 @@ class RunManager:
             raise RunNotFound(run_id)
         if live or (
             # Another replica executes it and has published nothing yet.
-            record is not None
-            and record.status in ("queued", "running")
-            and await self.bus.is_claimed(run_id)
+            record is not None and record.status in UNFINISHED and await self.bus.is_claimed(run_id)
         ):
             async for batch in self.bus.follow(run_id, after_seq):
                 yield batch
                 if batch[-1].is_terminal:
                     return
-            # The log ended without its terminal event: the replica executing the run
-            # died. Close the run, so that this client and the next get an ending.
+                after_seq = batch[-1].seq
+            # No terminal event after `after_seq`: the client had seen the end (it gets it
+            # again, so that its follow ends too), or the replica executing the run died.
+            log_so_far = await self.bus.events_so_far(run_id)
+            if (
+                ending := next((e for e in reversed(log_so_far) if e.is_terminal), None)
+            ) is not None:
+                yield [ending]
+                return
             record = await self.store.get_run(run_id)
-            if record is not None and record.status in ("queued", "running"):
-                if not await self.bus.is_claimed(run_id):
-                    ending = await self._close_abandoned(record)
-                    if ending.seq > after_seq:
-                        yield [ending]
-            return
-        if events := replay(await self.store.list_run_events(run_id, after_seq), after_seq):
-            yield events  # type: ignore[misc]
+        if record is not None and (events := await self._from_store(record, after_seq)):
+            yield events
+
+    async def _from_store(self, record: RunRecord, after_seq: int) -> list[Event]:
+        """The run's events after `after_seq` from the store, to its terminal event, which
+        a client past it gets too, so that every follow of an ended run ends. A run whose
+        process is gone is closed first."""
+        if record.status in UNFINISHED:
+            if await self.bus.is_claimed(record.id):
+                return []  # a live replica executes it; its log is gone
+            await self._close_abandoned(record)
+        events: list[Event] = [
+            *replay(await self.store.list_run_events(record.id, after_seq), after_seq)
+        ]
+        if not events or not events[-1].is_terminal:
+            if (terminal := terminal_of(await self.store.list_run_events(record.id))) is not None:
+                events.append(terminal)
+        return events
 
     async def _follow_active(self, run: Run, after_seq: int) -> AsyncIterator[list[Event]]:
         """A run this process executes, on a bus that can fail: from the bus, or from the
@@ -724,7 +760,7 @@ class RunManager:
                         break
                     try:
                         batch = following.result()
-                    except StopAsyncIteration:
+                    except (StopAsyncIteration, BusUnavailable):
                         break  # the run is here: it ends, with its terminal event
                     yield batch
                     last_seq = batch[-1].seq
