@@ -60,6 +60,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         JWT_AUDIENCE=AUDIENCE,
         SITE_KEYS=json.dumps({"shop": [SHOP, "http://localhost:3000"], "blog": [BLOG]}),
         OFFLINE_TOKEN_DELAY_SECONDS="0.02",
+        WEBHOOK_ALLOW_PRIVATE="true",  # the operator's webhook below points at 127.0.0.1
     ).start()
     yield proc
     proc.stop()
@@ -82,7 +83,9 @@ async def operator_calls(http: httpx.AsyncClient) -> list[tuple[str, str, Any]]:
     """Every operator endpoint as (method, path, body), with real ids to name."""
     lead = (
         await http.post(
-            "/api/leads/submit", json={"fields": {"name": "Ann", "email": "ann@example.com"}}
+            "/api/leads/submit",
+            json={"fields": {"name": "Ann", "email": "ann@example.com"}},
+            headers={"X-Site-Key": "shop", "Origin": SHOP},
         )
     ).json()
     workflow = await http.post(
@@ -188,8 +191,12 @@ async def test_public_endpoints_stay_public(http: httpx.AsyncClient) -> None:
     health = await http.get("/health")
     assert health.json()["operator_auth"] == "jwt"
     assert (await http.get("/api/agents")).status_code == 200
+    form = {"fields": {"name": "Bo"}, "message": "hi"}
+    # A contact form is a visitor's turn: from a registered site, like the chat.
+    refused = await http.post("/api/leads/submit", json=form)
+    assert error_of(refused) == (403, "unknown_site_key")
     submitted = await http.post(
-        "/api/leads/submit", json={"fields": {"name": "Bo"}, "message": "hi"}
+        "/api/leads/submit", json=form, headers={"X-Site-Key": "shop", "Origin": SHOP}
     )
     assert submitted.status_code == 201
     body = submitted.json()

@@ -2,20 +2,21 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from app.api import protocols
-from app.api.chat_input import ChatRequest, checked_message
+from app.api.chat_input import ChatRequest
 from app.api.deps import Services, ServicesDep
 from app.api.errors import ApiError
 from app.api.sse import event_stream, parse_last_event_id
+from app.api.visitor_turns import start_visitor_turn
 from app.engine.events import MessageCompleted, RunFailed
 from app.engine.runs import Run
 from app.security import Caller, ChatCallerDep
-from app.security.access import TOKEN_HEADER, require_run, site_key_in
-from app.security.limits import limit_message, limit_stream, limit_streamed_message
+from app.security.access import TOKEN_HEADER, require_run
+from app.security.limits import client_ip, limit_stream
 from app.store.models import StoredMessage
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
@@ -64,21 +65,19 @@ def events_url(run: Run) -> str:
     return f"/api/chat/runs/{run.id}/events"
 
 
-async def submit(services: Services, body: ChatRequest, caller: Caller) -> Run:
-    """Start the turn if the caller's site may, and the conversation is theirs."""
-    services.security.check_site(caller, site_key_in(body.metadata))
-    if body.conversation_id is not None:
-        services.security.require_conversation(caller, body.conversation_id)
-    message = checked_message(body.message, services.settings.max_message_chars)
-    return await services.runs.submit(message, body.conversation_id, body.metadata)
+async def submit(services: Services, body: ChatRequest, caller: Caller, ip: str | None) -> Run:
+    """Start the turn through the visitors' one way in (its checks, in their order)."""
+    return await start_visitor_turn(
+        services, caller, body.message, body.conversation_id, body.metadata, ip
+    )
 
 
-@router.post("/message", response_model=ChatReply, dependencies=[Depends(limit_message)])
+@router.post("/message", response_model=ChatReply)
 async def chat_message(
-    body: ChatRequest, services: ServicesDep, caller: ChatCallerDep
+    body: ChatRequest, services: ServicesDep, caller: ChatCallerDep, request: Request
 ) -> ChatReply:
     """One turn, answered as JSON once the reply is complete."""
-    run = await submit(services, body, caller)
+    run = await submit(services, body, caller, client_ip(request))
     replies: list[MessageCompleted] = []
     async for event in services.runs.follow(run.id):
         if isinstance(event, MessageCompleted):
@@ -110,22 +109,24 @@ async def chat_message(
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
     openapi_extra=protocols.STREAM_REQUEST_BODY,
-    dependencies=[Depends(limit_streamed_message)],
+    dependencies=[Depends(limit_stream)],
 )
 async def chat_stream(
     payload: Annotated[Any, Body()],
     services: ServicesDep,
     caller: ChatCallerDep,
+    request: Request,
     protocol: protocols.ProtocolQuery = None,
 ) -> EventSourceResponse:
     """One turn, streamed as server-sent events of the run (see the event schema), or in
     the Vercel AI SDK's or AG-UI's protocol (`?protocol=`, or the body's shape). The
     conversation's token comes in the X-Conversation-Token header."""
     chosen = protocols.choose(protocol, payload)
+    ip = client_ip(request)
     if chosen != "parley":
-        return await protocols.stream_turn(chosen, payload, services, caller)
+        return await protocols.stream_turn(chosen, payload, services, caller, ip)
     body = protocols.native_request(payload)
-    run = await submit(services, body, caller)
+    run = await submit(services, body, caller, ip)
     return event_stream(
         services.runs.follow_batches(run.id),
         services.settings.sse_ping_seconds,

@@ -25,15 +25,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from app.api.chat_input import checked_message
 from app.api.deps import Services, get_ws_services
 from app.api.errors import BUS_UNAVAILABLE_MESSAGE, ApiError, error_body
 from app.api.text_checks import UNSTORABLE_TEXT, StorableInput
+from app.api.visitor_turns import start_visitor_turn
 from app.bus import BusUnavailable
 from app.engine.runs import ConversationNotFound, RunNotFound
 from app.security import Caller
 from app.security.access import conversation_of_run, deny, socket_caller
-from app.security.limits import client_ip, site_key_of
+from app.security.limits import client_ip
 from app.store import StoreUnavailable
 
 router = APIRouter(tags=["chat"])
@@ -213,14 +213,15 @@ class ChatSocket:
             self._require(await conversation_of_run(self.services, run_id), token)
 
     async def _start(self, frame: MessageFrame) -> None:
-        message = checked_message(frame.message, self.services.settings.max_message_chars)
         conversation_id = frame.conversation_id or self.conversation_id
-        if conversation_id is not None:
-            self._require(conversation_id, frame.conversation_token)
-        await self.services.limits.admit_message(
-            client_ip(self.websocket), site_key_of(self.websocket, frame.metadata), conversation_id
+        run = await start_visitor_turn(
+            self.services,
+            self.caller.with_tokens(frame.conversation_token),
+            frame.message,
+            conversation_id,
+            frame.metadata,
+            client_ip(self.websocket),
         )
-        run = await self.services.runs.submit(message, conversation_id, frame.metadata)
         self.conversation_id = run.conversation_id
         self.current_run_id = run.id
         self._grant(run.conversation_id)

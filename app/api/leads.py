@@ -3,15 +3,17 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.api.chat_input import checked_message
 from app.api.deps import ServicesDep
 from app.api.errors import ApiError
 from app.api.text_checks import StorableInput
+from app.api.visitor_turns import admit_visitor
 from app.engine.leads import LeadFields, analyze_lead, record_lead
 from app.security import OPERATOR_ONLY
+from app.security.access import ChatCallerDep
+from app.security.limits import client_ip
 from app.store.models import Lead
 
 router = APIRouter(prefix="/api/leads", tags=["leads"])
@@ -35,8 +37,11 @@ class LeadPage(BaseModel):
 
 
 @router.post("/submit", status_code=201)
-async def submit_lead(body: dict[str, Any], services: ServicesDep) -> dict[str, Any]:
-    """Record a lead from a form; with a `message`, its conversation starts at once."""
+async def submit_lead(
+    body: dict[str, Any], services: ServicesDep, caller: ChatCallerDep, request: Request
+) -> dict[str, Any]:
+    """Record a lead from a form; with a `message`, its conversation starts at once. A
+    form is a visitor's turn: the site, origin and rate limits of the chat apply."""
     try:
         submission = LeadSubmission.model_validate(body)
     except ValidationError as exc:
@@ -44,9 +49,9 @@ async def submit_lead(body: dict[str, Any], services: ServicesDep) -> dict[str, 
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ApiError(422, "invalid_lead", problems) from None
-    message = submission.message
-    if message is not None:
-        message = checked_message(message, services.settings.max_message_chars)
+    message = await admit_visitor(
+        services, caller, submission.message, None, None, client_ip(request)
+    )
     # The lead exists before the conversation's first turn, which may update it.
     conversation = await services.runs.open_conversation({"source": submission.source})
     lead = await record_lead(

@@ -14,7 +14,6 @@ While the server shuts down, new turns get 503 `shutting_down`.
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
 import time
@@ -241,11 +240,16 @@ class Limits:
     async def admit_message(
         self, ip: str | None, site_key: str | None, conversation_id: str | None
     ) -> None:
-        """Count a visitor's message; RateLimited (or ShuttingDown) if it may not go on."""
+        """Count a visitor's message; RateLimited (or ShuttingDown) if it may not go on.
+        Draining is checked last, after the limits, as every visitor turn's checks are."""
+        if self.enabled:
+            await self._count_message(ip, site_key, conversation_id)
         if self.draining:
             raise ShuttingDown()
-        if not self.enabled:
-            return
+
+    async def _count_message(
+        self, ip: str | None, site_key: str | None, conversation_id: str | None
+    ) -> None:
         s = self.settings
         window = s.rate_limit_window_seconds
         for limit, subject, most, who in (
@@ -356,59 +360,9 @@ def client_ip(connection: HTTPConnection) -> str | None:
     return connection.client.host if connection.client else None
 
 
-async def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body() or b"null")
-    except ValueError:
-        return None  # the route answers the malformed body
-
-
-def site_key_of(connection: HTTPConnection, metadata: Any = None) -> str | None:
-    """X-Site-Key, `?site_key=`, or `site_key` in a message's metadata."""
-    given = connection.headers.get("x-site-key") or connection.query_params.get("site_key")
-    if not given and isinstance(metadata, dict):
-        given = metadata.get("site_key")
-    return given if isinstance(given, str) and given else None
-
-
-def conversation_named(payload: Any) -> str | None:
-    """The conversation a chat body names (Parley's `conversation_id`, AG-UI's
-    `threadId`, the AI SDK's `conversationId` in its messages' metadata)."""
-    if not isinstance(payload, dict):
-        return None
-    for field in ("conversation_id", "threadId"):
-        if isinstance(value := payload.get(field), str) and value:
-            return value
-    messages = payload.get("messages")
-    for message in reversed(messages if isinstance(messages, list) else []):
-        metadata = message.get("metadata") if isinstance(message, dict) else None
-        if isinstance(metadata, dict) and isinstance(metadata.get("conversationId"), str):
-            return metadata["conversationId"]
-    return None
-
-
-async def limit_message(request: Request) -> None:
-    """Route dependency: the message limits of a chat turn (429 when over one)."""
-    payload = await _json_body(request)
-    metadata = payload.get("metadata") if isinstance(payload, dict) else None
-    await limits_of(request).admit_message(
-        client_ip(request), site_key_of(request, metadata), conversation_named(payload)
-    )
-
-
 async def limit_stream(request: Request) -> AsyncIterator[None]:
     """Route dependency: a place among the IP's open streams, held until the response
     has been sent."""
-    lease = await limits_of(request).open_stream(client_ip(request))
-    try:
-        yield
-    finally:
-        await lease.release()
-
-
-async def limit_streamed_message(request: Request) -> AsyncIterator[None]:
-    """Route dependency of a streamed turn: the message limits, then a stream's place."""
-    await limit_message(request)
     lease = await limits_of(request).open_stream(client_ip(request))
     try:
         yield

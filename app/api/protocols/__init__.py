@@ -24,13 +24,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse
 
-from app.api.chat_input import ChatRequest, checked_message
+from app.api.chat_input import ChatRequest
 from app.api.deps import Services
 from app.api.protocols import ag_ui, ai_sdk
 from app.api.sse import RunEventSource
+from app.api.visitor_turns import start_visitor_turn
 from app.engine.runs import Run
 from app.security import Caller
-from app.security.access import TOKEN_HEADER, conversation_of_run, site_key_in
+from app.security.access import TOKEN_HEADER, conversation_of_run
 
 ProtocolName = Literal["parley", "ai-sdk", "ag-ui"]
 
@@ -140,28 +141,26 @@ def _body_tokens(request: ProtocolRequest) -> list[str]:
     return []
 
 
-async def submit(services: Services, request: ProtocolRequest, caller: Caller) -> Run:
-    """Start the turn in the conversation the request names (see the module's doc), if
-    the caller's site may and the conversation is theirs."""
+async def submit(
+    services: Services, request: ProtocolRequest, caller: Caller, ip: str | None
+) -> Run:
+    """Start the turn in the conversation the request names (see the module's doc), through
+    the visitors' one way in: its limits count that conversation, however it is named."""
     text, conversation_id, hints, metadata = _turn(request)
-    services.security.check_site(caller, site_key_in(metadata))
-    message = checked_message(text, services.settings.max_message_chars)
     for hint in hints if conversation_id is None else []:
         if await services.store.get_conversation(hint) is not None:
             conversation_id = hint
             break
-    if conversation_id is not None:
-        caller = caller.with_tokens(*_body_tokens(request))
-        services.security.require_conversation(caller, conversation_id)
-    return await services.runs.submit(message, conversation_id, metadata)
+    caller = caller.with_tokens(*_body_tokens(request))
+    return await start_visitor_turn(services, caller, text, conversation_id, metadata, ip)
 
 
 async def stream_turn(
-    protocol: ProtocolName, payload: Any, services: Services, caller: Caller
+    protocol: ProtocolName, payload: Any, services: Services, caller: Caller, ip: str | None
 ) -> EventSourceResponse:
     """`POST /api/chat/stream` in a front-end protocol: start the turn, stream its run."""
     request = read_request(protocol, payload)
-    run = await submit(services, request, caller)
+    run = await submit(services, request, caller, ip)
     token = services.security.token_for(run.conversation_id)
     headers = {"X-Run-ID": run.id, "X-Conversation-ID": run.conversation_id, TOKEN_HEADER: token}
     events = services.runs.follow(run.id)
