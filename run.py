@@ -94,6 +94,11 @@ def main() -> None:
         # Frames past MAX_WS_FRAME_BYTES get an error frame; far larger ones (4x) close
         # the socket (1009) before they are buffered whole.
         ws_max_size=4 * settings.max_ws_frame_bytes,
+        # A request head over MAX_HEADER_BYTES is refused (431) by the HTTP parser, before it
+        # is buffered whole: uvicorn's own cap is h11's, so the httptools protocol it runs by
+        # default is given the same cap (app/api/header_limit.py).
+        http="app.api.header_limit:HeaderLimitedHTTP",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     openai_api_key: str = "not-needed"
     openai_model: str = "gpt-4o-mini"
     llm_probe_timeout_seconds: float = 2.0
+    llm_probe_cache_seconds: float = Field(default=15.0, ge=0)
     offline_token_delay_seconds: float = 0.03
 
     # Runs
@@ -129,6 +130,7 @@ class Settings(BaseSettings):
     conversation_tokens_per_day: int = Field(default=200_000, ge=0)
     send_timeout_seconds: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
     max_ws_frame_bytes: int = Field(default=65_536, ge=1024)
     max_metadata_bytes: int = Field(default=8192, ge=0)
     llm_context_size: int = Field(default=32_768, ge=512)

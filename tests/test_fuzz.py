@@ -23,9 +23,11 @@ from httpx_sse import aconnect_sse
 from app.api.chat_ws import OUTBOX_FRAMES, ChatSocket
 from app.config import Settings
 from app.engine.runs import ConversationNotFound
+from app.engine.verification import email_code
 from app.llm.ollama_model import ParleyOllamaModel
 from app.observability.metrics import Metrics
 from app.security import Caller
+from app.security.visitors import load_secret
 from app.store import SQLiteStore
 from app.store.models import MemoryEntry
 from tests.events import TERMINAL, collect_sse, text_of
@@ -135,7 +137,7 @@ async def test_a_vendor_timing_out_fails_the_tool_not_the_turn(tmp_path: Path) -
         contacts = mock.post("https://api.hubapi.com/crm/v3/objects/contacts/batch/upsert")
         contacts.mock(side_effect=httpx.ReadTimeout("the vendor did not answer"))
         async with engine(settings) as runs:
-            events = await asyncio.wait_for(
+            first = await asyncio.wait_for(
                 turn(
                     runs,
                     "Hi, I'm Dana Smith (dana@example.com), the owner, so I decide. We need a "
@@ -143,6 +145,9 @@ async def test_a_vendor_timing_out_fails_the_tool_not_the_turn(tmp_path: Path) -
                 ),
                 WAIT,
             )
+            # The CRM waits for a confirmed address: the visitor types the code.
+            code = email_code(load_secret(settings), first[0].conversation_id, "dana@example.com")
+            events = await asyncio.wait_for(turn(runs, code, first[0].conversation_id), WAIT)
     assert events[-1].type == "run.completed"
     [sync] = [e for e in events if e.type == "tool.finished" and e.tool == "sync_lead_to_crm"]
     assert sync.status == "error"

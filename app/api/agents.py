@@ -11,13 +11,13 @@ from app.agents import AGENTS, AgentSpec
 from app.api.chat_input import checked_message
 from app.api.deps import Services, ServicesDep
 from app.api.errors import ApiError
+from app.api.health import IsOperatorDep, LlmProbeDep, public_view
 from app.api.text_checks import StorableInput
 from app.engine import workflows
 from app.engine.events import MessageCompleted, RunFailed
 from app.engine.runs import Run
 from app.engine.tools import tool_catalogue
 from app.engine.visualization import visualize
-from app.llm.factory import probe_provider
 from app.security import OPERATOR_ONLY
 from app.store.models import AgentMessage, AgentMessageKind, Conversation
 
@@ -51,11 +51,15 @@ async def list_agents() -> dict[str, Any]:
 
 
 @router.get("/health")
-async def agents_health(services: ServicesDep) -> dict[str, Any]:
-    """The agents and the model they share."""
-    reachable, detail = await probe_provider(services.provider, services.settings, services.http)
+async def agents_health(
+    services: ServicesDep, llm: LlmProbeDep, operator: IsOperatorDep
+) -> dict[str, Any]:
+    """The agents and the model they share; why that model, and what its probe said
+    (texts that name its address), for operators only, as on /health (one probe serves
+    both)."""
+    reachable, detail = llm
     provider = services.provider
-    return {
+    body = {
         "status": "ok" if reachable else "degraded",
         "agents": [{"name": name, "status": "ok" if reachable else "degraded"} for name in AGENTS],
         "llm": {
@@ -66,6 +70,7 @@ async def agents_health(services: ServicesDep) -> dict[str, Any]:
             "detail": detail,
         },
     }
+    return body if operator else public_view(body)
 
 
 @router.get("/logs", dependencies=[OPERATOR_ONLY])

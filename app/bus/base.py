@@ -9,7 +9,8 @@ from app.engine.events import Event
 
 
 class BusUnavailable(Exception):
-    """The bus could not take an event (e.g. Redis is unreachable)."""
+    """The bus cannot be reached (e.g. Redis is down or does not answer): a turn can
+    neither start nor be followed (the API answers 503 `bus_unavailable`)."""
 
 
 class Subscription(Protocol):

@@ -3,7 +3,9 @@
 Every line carries the ids of what it is about (`request_id`, `run_id`,
 `conversation_id`, see `context`), and e-mail addresses and phone numbers in it are
 masked (LOG_REDACT_PII=true, the default): visitors type them into the chat, and
-logs travel further than the database.
+logs travel further than the database. Tokens a URL carries (`?conversation_token=`,
+the live view's `?token=`) are always replaced by `[redacted]`: an access log line
+must not be a key to a conversation.
 
 `logging_config(settings)` is a `logging.config.dictConfig` dict for the server's own
 loggers, the root logger and uvicorn's; `run.py` hands it to uvicorn, which applies it
@@ -27,6 +29,10 @@ EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A
 # what has the shape of one (9-15 digits, written with +, brackets, spaces or dashes).
 PHONE = re.compile(r"(?<![\w.:/#-])\+?\(?\d[\d ().-]{6,}\d(?![\w/:])")
 DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{1,2})?")
+# The query parameters that carry a credential, and their values up to the next one.
+SECRET_PARAMS = ("conversation_token", "token")
+SECRET_QUERY = re.compile(rf"([?&;](?:{'|'.join(SECRET_PARAMS)})=)[^&;#\s\"']*", re.IGNORECASE)
+REDACTED = "[redacted]"
 
 
 def _mask_email(match: re.Match[str]) -> str:
@@ -51,19 +57,41 @@ def redact(text: str) -> str:
     return PHONE.sub(_mask_phone, text)
 
 
-class RedactPII(logging.Filter):
-    """Masks e-mail addresses and phone numbers in the message and its traceback."""
+def redact_secrets(text: str) -> str:
+    """The text with the values of credential query parameters replaced by `[redacted]`."""
+    return SECRET_QUERY.sub(rf"\g<1>{REDACTED}", text)
+
+
+class Rewrite(logging.Filter):
+    """Rewrites the message and its traceback with `rewrite`."""
+
+    @staticmethod
+    def rewrite(text: str) -> str:
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, None
+        rewritten = self.rewrite(message)
+        if rewritten != message:
+            record.msg, record.args = rewritten, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = self.rewrite(record.exc_text)
         return True
+
+
+class RedactSecrets(Rewrite):
+    """Replaces the tokens URLs carry (uvicorn's access lines hold each request's path
+    with its query)."""
+
+    rewrite = staticmethod(redact_secrets)
+
+
+class RedactPII(Rewrite):
+    """Masks e-mail addresses and phone numbers in the message and its traceback."""
+
+    rewrite = staticmethod(redact)
 
 
 class AddContext(logging.Filter):
@@ -102,7 +130,7 @@ class JsonFormatter(logging.Formatter):
 def logging_config(settings: Settings) -> dict[str, Any]:
     """The dictConfig of every logger the server writes to (stderr)."""
     level = settings.log_level.upper()
-    filters = ["context", "redact"] if settings.log_redact_pii else ["context"]
+    filters = ["context", "secrets", *(["redact"] if settings.log_redact_pii else [])]
     formatter = {"()": JsonFormatter} if settings.log_format == "json" else {"format": TEXT_FORMAT}
     handler = {
         "class": "logging.StreamHandler",
@@ -113,7 +141,11 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": AddContext}, "redact": {"()": RedactPII}},
+        "filters": {
+            "context": {"()": AddContext},
+            "secrets": {"()": RedactSecrets},
+            "redact": {"()": RedactPII},
+        },
         "formatters": {"default": formatter},
         "handlers": {"default": handler},
         "loggers": {
