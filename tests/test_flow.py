@@ -252,3 +252,28 @@ def test_values_the_message_carries_are_kept() -> None:
     )
     kept, _ = grounded(facts, said)
     assert kept.given() == facts.given()
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        # What a 0.5B model answered:
+        (Facts(role="SEO and Google Ads"), "We need help with SEO and Google Ads."),
+        (Facts(role="Joke"), "Tell me a joke!"),
+        (Facts(company="SEO"), "I'd like a call about SEO for my online store."),
+        (Facts(timeline="in 1 month"), "Budget around $1,200 a month."),
+        (Facts(timeline="in 2 months"), "Ideally we start next month, budget $2,500 a month."),
+    ],
+)
+def test_values_a_small_model_invents_are_not_kept(facts: Facts, message: str) -> None:
+    kept, _ = grounded(facts, message)
+    assert not kept.given()
+
+
+async def test_the_rules_win_where_they_read_exactly() -> None:
+    class Wrong:
+        async def extract(self, message: str, asked: str | None) -> Facts:
+            return Facts(slot_choice=2, email=None)
+
+    facts = await extract_facts(Wrong(), "The first one works.", None)  # type: ignore[arg-type]
+    assert facts.slot_choice == 1

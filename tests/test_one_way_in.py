@@ -126,3 +126,32 @@ async def test_the_ai_sdk_chat_id_counts_against_its_conversation(
     # A new conversation's first message is counted before it has an id; then the
     # conversation's quota (2) is used by the turns that name it by the chat id.
     assert statuses == [200, 200, 429]
+
+
+async def test_ag_ui_state_conversation_id_counts_against_its_conversation(
+    http: httpx.AsyncClient,
+) -> None:
+    first = await http.post(
+        "/api/chat/message", json={"message": "hi"}, headers=from_address() | SITE
+    )
+    conversation_id = first.json()["conversation_id"]
+    token = first.json()["conversation_token"]
+    statuses = []
+    for index in range(3):
+        body = {
+            "threadId": f"client-thread-{index}",  # the client's own id: not Parley's
+            "runId": f"client-run-{index}",
+            "messages": [{"id": f"u{index}", "role": "user", "content": "more please"}],
+            "tools": [],
+            "context": [],
+            "state": {"conversationId": conversation_id, "conversationToken": token},
+            "forwardedProps": {},
+        }
+        async with aconnect_sse(
+            http, "POST", "/api/chat/stream", json=body, headers=from_address() | SITE
+        ) as source:
+            statuses.append(source.response.status_code)
+            if source.response.status_code == 200:
+                async for _ in source.aiter_sse():
+                    pass
+    assert statuses == [200, 200, 429]

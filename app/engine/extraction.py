@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.engine.fact_rules import rule_facts
-from app.engine.facts import Facts, extraction_schema
+from app.engine.facts import Facts, extraction_schema, grounded
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ Message: "Can we book a call Tuesday afternoon?" -> wants_call true, meeting_pre
 "Tuesday afternoon".
 Message: "The second one works." (after times were offered) -> slot_choice 2.
 Message: "Actually make that $20k." -> budget_amount 20000, budget_period "one_time"."""
+
+
+RULES_FIRST = ("email", "phone", "slot_choice")
 
 
 class FactExtractor(Protocol):
@@ -162,7 +165,12 @@ async def extract_facts(extractor: FactExtractor, message: str, asked: str | Non
     for name in Facts.model_fields:
         if isinstance(getattr(facts, name), str) and not getattr(facts, name).strip():
             setattr(facts, name, None)  # "" is a model's way of saying nothing
-        if getattr(facts, name) is None and getattr(rules, name) is not None:
+    # What the message does not carry is dropped first, so the rules can fill it; where
+    # the rules read a field exactly (an address, a number, "the first one"), they win.
+    facts, _ = grounded(facts, message)
+    for name in Facts.model_fields:
+        exact = name in RULES_FIRST and getattr(rules, name) is not None
+        if exact or (getattr(facts, name) is None and getattr(rules, name) is not None):
             setattr(facts, name, getattr(rules, name))
     if facts.budget_amount == rules.budget_amount and rules.budget_period is not None:
         facts.budget_period = rules.budget_period  # "a month" is read, not guessed

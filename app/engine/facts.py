@@ -96,6 +96,25 @@ AUTHORITY_CUES = re.compile(
     r"boss|own|owner|recommend|final say|call the shots|up to me|my call|no say)\b",
     re.I,
 )
+# A job title has one of these words; "SEO and Google Ads" or "Joke" is no role.
+TITLE_WORDS = re.compile(
+    r"\b(?:ceo|cto|cfo|coo|cmo|cio|vp|founder|co-?founder|owner|president|partner|director|"
+    r"head|lead|manager|officer|chief|principal|chair|board|engineer|developer|designer|"
+    r"marketer|consultant|assistant|coordinator|specialist|analyst|administrator|admin|"
+    r"editor|producer|buyer|accountant|secretary|agent|executive|supervisor|founder)\b",
+    re.I,
+)
+# Words of the trade that capitalised in a message are still no company name.
+JARGON = frozenset(
+    "seo sem ppc ads ad google facebook instagram tiktok linkedin shopify wordpress woocommerce "
+    "social media email marketing web website app crm".split()
+)
+# An amount with its currency or period ("$1,200 a month") says nothing about when.
+PRICE = re.compile(
+    r"(?:[$€£]\s?\d[\d,.]*\s?k?|\d[\d,.]*\s?k\b|\d[\d,.]*\s*(?:usd|eur|gbp|dollars|euros|"
+    r"pounds)\b)(?:\s*(?:a|per|/|each|every)\s*(?:month|mo|year|week)\b)?",
+    re.I,
+)
 NUMBER = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(k\b)?", re.I)
 DAY_WORDS = re.compile(
     r"\b(?:mon|tues|wednes|thurs|fri|satur|sun)day|\b(?:morning|afternoon|evening|noon|"
@@ -159,6 +178,14 @@ def _amount_said(amount: float, text: str) -> bool:
     return False
 
 
+def _timeline_said(value: str, text: str) -> bool:
+    """Its numbers stand in the message, and a word about time of its own does too."""
+    numbers = set(re.findall(r"\d+", text))
+    if any(number not in numbers for number in re.findall(r"\d+", value)):
+        return False
+    return bool(TIME_WORDS.search(text)) and _any_word(re.sub(r"\d+", " ", value), text)
+
+
 def _any_word(value: str, text: str) -> bool:
     """Whether some word of three letters or more of `value` is in the message."""
     lowered = text.casefold()
@@ -190,8 +217,11 @@ def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
     if kept.company is not None and (
         not _proper_noun(kept.company, words)
         or (kept.role and kept.company.casefold() == kept.role.casefold())
+        or set(re.findall(r"\w+", kept.company.casefold())) <= JARGON
     ):
         kept.company = None
+    if kept.role is not None and not TITLE_WORDS.search(kept.role):
+        kept.role = None
     if kept.name is not None and (
         len(kept.name.split()) > 4 or NOT_NAME_WORDS & set(kept.name.casefold().split())
     ):
@@ -215,9 +245,7 @@ def grounded(facts: Facts, text: str) -> tuple[Facts, list[str]]:
         kept.budget_amount = kept.budget_currency = kept.budget_period = None
     if kept.budget_amount is None:
         kept.budget_period = kept.budget_currency = None
-    if kept.timeline is not None and not (
-        TIME_WORDS.search(text) and _any_word(kept.timeline, text)
-    ):
+    if kept.timeline is not None and not _timeline_said(kept.timeline, PRICE.sub(" ", text)):
         kept.timeline = None
     if kept.authority is not None and not AUTHORITY_CUES.search(text):
         kept.authority = None
