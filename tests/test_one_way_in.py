@@ -45,6 +45,28 @@ def from_address() -> dict[str, str]:
     return {"X-Forwarded-For": f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.9"}
 
 
+async def streamed_statuses(http: httpx.AsyncClient, url: str, bodies: list[dict]) -> list[int]:
+    """The status of each streamed turn, read to its end when it starts."""
+    statuses = []
+    for body in bodies:
+        async with aconnect_sse(
+            http, "POST", url, json=body, headers=from_address() | SITE
+        ) as source:
+            statuses.append(source.response.status_code)
+            if source.response.status_code == 200:
+                async for _ in source.aiter_sse():
+                    pass
+    return statuses
+
+
+async def first_turn(http: httpx.AsyncClient) -> tuple[str, str]:
+    """A new conversation from the site: its id and token."""
+    first = await http.post(
+        "/api/chat/message", json={"message": "hi"}, headers=from_address() | SITE
+    )
+    return first.json()["conversation_id"], first.json()["conversation_token"]
+
+
 async def test_the_contact_form_is_a_visitor_turn(http: httpx.AsyncClient) -> None:
     form = {"fields": {"name": "Bo"}, "message": "I need a website"}
     anonymous = await http.post("/api/leads/submit", json=form, headers=from_address())
@@ -94,14 +116,9 @@ async def test_a_wrong_token_costs_the_conversation_nothing(http: httpx.AsyncCli
 async def test_the_ai_sdk_chat_id_counts_against_its_conversation(
     http: httpx.AsyncClient,
 ) -> None:
-    first = await http.post(
-        "/api/chat/message", json={"message": "hi"}, headers=from_address() | SITE
-    )
-    conversation_id = first.json()["conversation_id"]
-    token = first.json()["conversation_token"]
-    statuses = []
-    for index in range(3):
-        body = {
+    conversation_id, token = await first_turn(http)
+    bodies = [
+        {
             "id": conversation_id,  # the AI SDK's chat id naming the conversation
             "messages": [
                 {
@@ -112,17 +129,9 @@ async def test_the_ai_sdk_chat_id_counts_against_its_conversation(
                 }
             ],
         }
-        async with aconnect_sse(
-            http,
-            "POST",
-            "/api/chat/stream?protocol=ai-sdk",
-            json=body,
-            headers=from_address() | SITE,
-        ) as source:
-            statuses.append(source.response.status_code)
-            if source.response.status_code == 200:
-                async for _ in source.aiter_sse():
-                    pass
+        for index in range(3)
+    ]
+    statuses = await streamed_statuses(http, "/api/chat/stream?protocol=ai-sdk", bodies)
     # A new conversation's first message is counted before it has an id; then the
     # conversation's quota (2) is used by the turns that name it by the chat id.
     assert statuses == [200, 200, 429]
@@ -131,14 +140,9 @@ async def test_the_ai_sdk_chat_id_counts_against_its_conversation(
 async def test_ag_ui_state_conversation_id_counts_against_its_conversation(
     http: httpx.AsyncClient,
 ) -> None:
-    first = await http.post(
-        "/api/chat/message", json={"message": "hi"}, headers=from_address() | SITE
-    )
-    conversation_id = first.json()["conversation_id"]
-    token = first.json()["conversation_token"]
-    statuses = []
-    for index in range(3):
-        body = {
+    conversation_id, token = await first_turn(http)
+    bodies = [
+        {
             "threadId": f"client-thread-{index}",  # the client's own id: not Parley's
             "runId": f"client-run-{index}",
             "messages": [{"id": f"u{index}", "role": "user", "content": "more please"}],
@@ -147,11 +151,7 @@ async def test_ag_ui_state_conversation_id_counts_against_its_conversation(
             "state": {"conversationId": conversation_id, "conversationToken": token},
             "forwardedProps": {},
         }
-        async with aconnect_sse(
-            http, "POST", "/api/chat/stream", json=body, headers=from_address() | SITE
-        ) as source:
-            statuses.append(source.response.status_code)
-            if source.response.status_code == 200:
-                async for _ in source.aiter_sse():
-                    pass
+        for index in range(3)
+    ]
+    statuses = await streamed_statuses(http, "/api/chat/stream", bodies)
     assert statuses == [200, 200, 429]

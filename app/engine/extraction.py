@@ -40,7 +40,9 @@ Message: "The second one works." (after times were offered) -> slot_choice 2.
 Message: "Actually make that $20k." -> budget_amount 20000, budget_period "one_time"."""
 
 
-RULES_FIRST = ("email", "phone", "slot_choice")
+# Fields the rules read from explicit words ("our CFO signs off", "it's my call"), where a
+# small model's judgement is measurably worse.
+RULES_FIRST = ("email", "phone", "slot_choice", "authority")
 
 
 class FactExtractor(Protocol):

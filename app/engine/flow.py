@@ -190,10 +190,13 @@ class Brief:
         if self.known:
             facts = "; ".join(f"{key}: {value}" for key, value in self.known.items())
             lines.append(f"What we know about the visitor: {facts}.")
-        lines.append(f'Say this to the visitor, in your own friendly words: "{draft}"')
         lines.append(
-            "If they asked something this does not answer, answer that briefly first. Ask "
-            "no other question. At most three short sentences."
+            "Write your reply to the visitor. It must say what this draft says, in a friendly "
+            f'way: "{draft}"'
+        )
+        lines.append(
+            "If the visitor asked something the draft does not answer, answer it briefly "
+            "first. Ask no other question. At most three short sentences."
         )
         return "\n".join(lines)
 

@@ -13,8 +13,7 @@ from agentscope.tool import ToolChunk
 from app.engine.events import ToolFinished, ToolStarted
 from app.engine.runs import Run
 from app.engine.tool_base import ToolRefused
-from app.engine.translate import redacted
-from app.store.models import AgentLog
+from app.engine.translate import tool_log
 
 Confirm = Callable[[Run, str, str, dict[str, Any]], Awaitable[bool]]
 
@@ -56,21 +55,7 @@ async def call_tool(
             body, status, reason = _body(await function(**arguments))
         except ToolRefused as exc:
             body, status, reason = str(exc), "error", None
-    run.tool_logs.append(
-        AgentLog(
-            id=uuid.uuid4().hex,
-            conversation_id=run.conversation_id,
-            run_id=run.id,
-            agent=agent,
-            action=f"tool_execution:{name}",
-            parameters=redacted(arguments),
-            result=body if status != "error" else None,
-            error=str(body) if status == "error" else None,
-            status=status,
-            duration_ms=round((time.monotonic() - started) * 1000, 2),
-            created_at=time.time(),
-        )
-    )
+    run.tool_logs.append(tool_log(run, agent, name, arguments, body, status, started))
     await run.emit(
         ToolFinished,
         agent=agent,

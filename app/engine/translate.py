@@ -35,6 +35,31 @@ def redacted(arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def tool_log(
+    run: Run,
+    agent: str,
+    tool: str,
+    arguments: dict[str, Any],
+    output: Any,
+    status: str,
+    started: float,
+) -> AgentLog:
+    """One tool call for the execution log (a model's or the flow's), secrets hidden."""
+    return AgentLog(
+        id=uuid.uuid4().hex,
+        conversation_id=run.conversation_id,
+        run_id=run.id,
+        agent=agent,
+        action=f"tool_execution:{tool}",
+        parameters=redacted(arguments),
+        result=output if status != "error" else None,
+        error=str(output) if status == "error" else None,
+        status=status,
+        duration_ms=round((time.monotonic() - started) * 1000, 2),
+        created_at=time.time(),
+    )
+
+
 TOOL_STATUS = {"success": "success", "error": "error", "denied": "skipped", "interrupted": "error"}
 
 
@@ -134,19 +159,7 @@ class AgentStreamTranslator:
         tool = self._tool_names.get(call_id, "unknown")
         arguments, started = self._tool_calls.pop(call_id, ({}, time.monotonic()))
         self.run.tool_logs.append(
-            AgentLog(
-                id=uuid.uuid4().hex,
-                conversation_id=self.run.conversation_id,
-                run_id=self.run.id,
-                agent=self.agent,
-                action=f"tool_execution:{tool}",
-                parameters=redacted(arguments),
-                result=output if status != "error" else None,
-                error=str(output) if status == "error" else None,
-                status=status,
-                duration_ms=round((time.monotonic() - started) * 1000, 2),
-                created_at=time.time(),
-            )
+            tool_log(self.run, self.agent, tool, arguments, output, status, started)
         )
         await self.run.emit(
             ToolFinished,
