@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     openai_api_key: str = "not-needed"
     openai_model: str = "gpt-4o-mini"
     llm_probe_timeout_seconds: float = 2.0
+    # Sampling temperature of the agents' replies (None: the server's own default).
+    llm_temperature: float | None = Field(default=0.3, ge=0, le=2)
     llm_probe_cache_seconds: float = Field(default=15.0, ge=0)
     offline_token_delay_seconds: float = 0.03
 

@@ -67,6 +67,7 @@ def _ollama(settings: Settings, reason: str) -> LLMProvider:
         keep_alive=settings.ollama_keep_alive,
         num_ctx=settings.ollama_num_ctx,
     )
+    model.parameters.temperature = settings.llm_temperature
     return LLMProvider("ollama", settings.ollama_model, settings.ollama_host, reason, model)
 
 
@@ -76,6 +77,7 @@ def _openai(settings: Settings) -> LLMProvider:
             api_key=settings.openai_api_key, base_url=settings.openai_base_url
         ),
         model=settings.openai_model,
+        parameters=OpenAIChatModel.Parameters(temperature=settings.llm_temperature),
         stream=True,
         max_retries=0,
         context_size=settings.llm_context_size,
