@@ -50,9 +50,12 @@ def visualize(
     replies = Counter(e.agent for e in events if e.type == "message.completed")
     tools = Counter(e.agent for e in events if e.type == "tool.started")
     edges: Counter[tuple[str, str, str]] = Counter()
-    first_agent: dict[str, str] = {}  # the agent that took each turn first
+    # The agent that took each turn first: the one that answered, or the one that handed
+    # the visitor's message on before anyone answered.
+    first_agent: dict[str, str] = {}
     for event in events:
         if event.type == "handoff":
+            first_agent.setdefault(event.run_id, event.from_agent)
             edges[(event.from_agent, event.to, "handoff")] += 1
         elif event.type == "agent.started" and event.agent:
             first_agent.setdefault(event.run_id, event.agent)

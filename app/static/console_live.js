@@ -341,6 +341,11 @@ function workflowPage() {
         if (live && node) node.tool_calls += 1;
         break;
       case "handoff":
+        // Handed on before anyone answered: the visitor's turn reached the one handing over.
+        if (!S.turns.has(ev.run_id)) {
+          S.turns.add(ev.run_id);
+          if (live) bump("visitor", ev.from, "turn");
+        }
         if (live) {
           bump(ev.from, ev.to, "handoff");
           setActive(ev.to);
