@@ -187,7 +187,7 @@ class Director:
                 self.store, run.conversation_id, LeadFields(), run=run, agent=agent, verified=True
             )
             return "Thank you, your email address is confirmed."
-        await SharedMemory(self.store, run.conversation_id).remember(
+        await SharedMemory(self.store, run.conversation_id, run).remember(
             CODE_ATTEMPTS, attempts + 1, agent=None
         )
         return "That code doesn't match the one I emailed; could you check it?"
@@ -202,7 +202,7 @@ class Director:
         if sent >= MAX_CODES:
             return []  # the chat is no way to mail a list of addresses
         _, status, _ = await self._tool(run, agent, "send_email_confirmation", {})
-        bookkeeping = SharedMemory(self.store, run.conversation_id)  # no event: not a fact
+        bookkeeping = SharedMemory(self.store, run.conversation_id, run)
         await bookkeeping.remember(CODE_SENT, email, agent=None)
         await bookkeeping.remember(CODES_SENT, sent + 1, agent=None)
         if status != "success":
@@ -246,7 +246,7 @@ class Director:
                 if reason == "rejected"
                 else "I've passed your details to our sales team; they will follow up by email."
             )
-        await SharedMemory(self.store, run.conversation_id).remember(
+        await SharedMemory(self.store, run.conversation_id, run).remember(
             DONE, sorted(done_steps), agent=None
         )
         return said, times
@@ -271,7 +271,7 @@ class Director:
         _, status, _ = await self._tool(run, agent, "reschedule_call", arguments)
         if status == "success":
             await memory.remember(BOOKING, {**booking, "start": start}, agent=agent)
-            await SharedMemory(self.store, run.conversation_id).remember(
+            await SharedMemory(self.store, run.conversation_id, run).remember(
                 RESCHEDULING, False, agent=None
             )
             return f"Your call is moved to {when(start)}."
@@ -288,14 +288,14 @@ class Director:
         if status == "success" and slots:
             chosen = preferred(slots, state.fields.get("meeting_preference"))[:OFFER_COUNT]
             if state.booking is not None:
-                await SharedMemory(self.store, run.conversation_id).remember(
+                await SharedMemory(self.store, run.conversation_id, run).remember(
                     RESCHEDULING, True, agent=None
                 )
             await memory.remember(OFFERED, {"tool": tool, "slots": chosen}, agent=agent)
             return [], [when(slot["start"]) for slot in chosen]
         if reason in FINAL_REASONS:
             done = set(state_done(await memory.recall(DONE))) | {CALENDAR_DOWN}
-            await SharedMemory(self.store, run.conversation_id).remember(
+            await SharedMemory(self.store, run.conversation_id, run).remember(
                 DONE, sorted(done), agent=None
             )
         if status == "success":
@@ -328,7 +328,7 @@ class Director:
             status == "success" or reason == "not_configured"
         ):
             done = set(state_done(await memory.recall(DONE))) | {"notify"}
-            await SharedMemory(self.store, run.conversation_id).remember(
+            await SharedMemory(self.store, run.conversation_id, run).remember(
                 DONE, sorted(done), agent=None
             )
         if status == "success":
@@ -366,7 +366,7 @@ class Director:
             )
         if ask is not None:
             asked_counts = {**state.asked, ask: state.asked.get(ask, 0) + 1}
-            await SharedMemory(self.store, run.conversation_id).remember(
+            await SharedMemory(self.store, run.conversation_id, run).remember(
                 ASKED, asked_counts, agent=None
             )
         brief = Brief(

@@ -110,9 +110,9 @@ test("useChat's transport streams a turn: text, tool parts and data parts", { ti
   assert.equal(events[0].conversation_id, conversationId);
   assertMatchesRun(message, events);
 
-  // The turn uses the tools: it remembers facts, updates the lead and hands over.
+  // The turn runs the flow's steps as tools, writes memory and the lead, and hands over.
   const tools = message.parts.filter(isToolUIPart).map(getToolName);
-  assert.ok(tools.includes("remember"), `tools used: ${tools}`);
+  assert.ok(tools.includes("send_email_confirmation"), `tools used: ${tools}`);
   assert.ok(message.parts.some((p) => p.type === "data-memory"));
   assert.ok(message.parts.some((p) => p.type === "data-lead"));
   assert.ok(message.parts.some((p) => p.type === "data-handoff"));
