@@ -104,7 +104,9 @@ async def test_text_streams_through_from_ollama(
 
     events = await stream_turn(http, "Hi, what do you do?")
 
-    assert without_heartbeats(events)[:2] == ["run.started", "agent.started"]
+    # The flow's notes (memory.updated) may come before the agent starts.
+    kinds = [kind for kind in without_heartbeats(events) if kind != "memory.updated"]
+    assert kinds[:2] == ["run.started", "agent.started"]
     assert without_heartbeats(events)[-2:] == ["message.completed", "run.completed"]
     assert types_of(events).count("message.delta") >= 3
     assert text_of(events) == reply.text
