@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, ge=0)
     webhook_queue_size: int = Field(default=1000, ge=1)
     webhook_allow_private: bool = False
+    webhook_secret_grace_seconds: float = Field(default=86400.0, ge=0)
 
     # Limits (0 = no limit)
     rate_limits_enabled: bool = True

@@ -598,6 +598,44 @@ async def test_webhook_deliveries_of_a_conversation(store: Store) -> None:
     assert len(await store.list_conversation_webhook_deliveries(other.id)) == 1
 
 
+async def test_rotating_a_webhook_secret_keeps_the_previous_one_until_it_expires(
+    store: Store,
+) -> None:
+    hook, other = webhook(T0), webhook(T0)
+    await store.create_webhook(hook)
+    await store.create_webhook(other)
+    assert hook.previous_secret is None and hook.previous_secret_expires_at is None
+
+    rotated = await store.rotate_webhook_secret(hook.id, "whsec_second", T0 + 86400)
+    expected = hook.model_copy(
+        update={
+            "secret": "whsec_second",
+            "previous_secret": hook.secret,
+            "previous_secret_expires_at": T0 + 86400,
+        }
+    )
+    assert rotated == expected
+    assert await store.get_webhook(hook.id) == expected
+    assert [w for w in await store.list_webhooks() if w.id == hook.id] == [expected]
+    assert await store.get_webhook(other.id) == other  # only the one webhook changed
+
+    # A retry with the same new secret keeps the previous one (not the new one twice).
+    assert await store.rotate_webhook_secret(hook.id, "whsec_second", T0 + 86400) == expected
+
+    # Rotating again replaces the previous secret and its expiry.
+    again = await store.rotate_webhook_secret(hook.id, "whsec_third", T0 + 90000.5)
+    assert again is not None
+    assert (again.secret, again.previous_secret, again.previous_secret_expires_at) == (
+        "whsec_third",
+        "whsec_second",
+        T0 + 90000.5,
+    )
+    assert await store.get_webhook(hook.id) == again
+
+    assert await store.rotate_webhook_secret("missing", "whsec_x", T0) is None
+    assert await store.get_webhook("missing") is None
+
+
 async def test_a_webhook_event_is_claimed_once(store: Store) -> None:
     assert await store.claim_webhook_event("lead.qualified:L1") is True
     assert await store.claim_webhook_event("lead.qualified:L1") is False

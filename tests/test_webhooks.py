@@ -1,13 +1,19 @@
-"""Webhooks: signing, the event mapping, and signed deliveries to real loopback receivers,
-with retries, failure, replay and a restart in between."""
+"""Webhooks: Standard Webhooks signing checked with the `standardwebhooks` libraries
+(Python, and the npm package on Node), secret rotation, the event mapping, and signed
+deliveries to real loopback receivers, with retries, failure, replay and a restart in
+between."""
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import logging
+import shutil
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,82 +21,168 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.config import Settings
-from app.store.models import StoredEvent
+from app.events import AnyEvent, parse_event
+from app.store.models import Webhook, WebhookDelivery
 from app.store.sqlite import SQLiteStore
 from app.webhooks import signing
-from app.webhooks.dispatcher import WebhookDispatcher, backoff_seconds
+from app.webhooks.dispatcher import WebhookDispatcher, backoff_seconds, encode
 from app.webhooks.events import WebhookEvent, webhook_events
 from tests.server import ServerProcess, free_port
 
-SECRET = "whsec_test"
-BODY = b'{"id":"e1","type":"handoff","created_at":1.0,"data":{}}'
+SECRET = signing.new_secret()
+OTHER_SECRET = signing.new_secret()
 SHOP = (
     "Hi, I need a new online shop. Our budget is about $15k and we want it live within "
     "2 months. You can reach me at dana@example.com"
 )
 MAX_ATTEMPTS = 3
 ALL_EVENTS = ["lead.qualified", "lead.updated", "conversation.completed", "handoff", "run.failed"]
+CLIENTS = Path(__file__).parent / "clients"
 
 
 # Signing
 
 
-def test_a_signature_verifies() -> None:
-    header = signing.sign(SECRET, BODY)
-    assert header.startswith("t=") and ",v1=" in header
-    assert signing.verify(SECRET, BODY, header)
+def hook(secret: str = SECRET, **fields: Any) -> Webhook:
+    url = "https://hooks.example/x"
+    return Webhook(id="w1", url=url, events=["handoff"], secret=secret, created_at=0, **fields)
 
 
-def test_the_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
-    header = signing.sign(SECRET, BODY, timestamp=1700000000)
-    expected = hmac.new(SECRET.encode(), b"1700000000." + BODY, hashlib.sha256).hexdigest()
-    assert header == f"t=1700000000,v1={expected}"
-    assert signing.verify(SECRET, BODY, header, now=1700000000)
+def a_delivery(delivery_id: str = "d1", replay_of: str | None = None) -> WebhookDelivery:
+    payload = {"id": "evt_1", "type": "handoff", "created_at": 1.0, "data": {"to": "sales"}}
+    return WebhookDelivery(
+        id=delivery_id,
+        webhook_id="w1",
+        event_type="handoff",
+        payload=payload,
+        replay_of=replay_of,
+        next_attempt_at=0.0,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def signed(
+    webhook: Webhook | None = None, attempt: int = 1, now: float | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of attempt `attempt` of `a_delivery()` to `webhook`."""
+    delivery = a_delivery()
+    body = encode(delivery.payload)
+    return body, signing.delivery_headers(webhook or hook(), delivery, body, attempt, now)
+
+
+def test_a_new_secret_is_whsec_and_the_base64_of_32_random_bytes() -> None:
+    secret = signing.new_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    assert signing.new_secret() != secret
+
+
+def test_a_delivery_carries_the_standard_webhooks_headers_and_verifies() -> None:
+    body, headers = signed(attempt=2)
+    assert set(headers) == {
+        "Content-Type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "X-Parley-Event",
+        "X-Parley-Delivery",
+        "X-Parley-Attempt",
+    }
+    assert headers["webhook-id"] == "evt_1"  # the event's id, not the delivery's
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) <= 2
+    assert (
+        headers["webhook-signature"].startswith("v1,") and " " not in headers["webhook-signature"]
+    )
+    assert (headers["X-Parley-Event"], headers["X-Parley-Delivery"]) == ("handoff", "d1")
+    assert headers["X-Parley-Attempt"] == "2"
+    assert StandardWebhook(SECRET).verify(body, headers) == json.loads(body)
+
+
+def test_the_signature_is_the_specifications_hmac() -> None:
+    """HMAC-SHA256 keyed by the secret's base64-decoded bytes over `<id>.<timestamp>.<body>`,
+    base64: computed here without the library."""
+    body, headers = signed(now=1_700_000_000.9)
+    assert headers["webhook-timestamp"] == "1700000000"
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    digest = hmac.new(key, b"evt_1.1700000000." + body, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
 
 
 def test_a_tampered_body_fails() -> None:
-    header = signing.sign(SECRET, BODY)
-    assert not signing.verify(SECRET, BODY.replace(b"handoff", b"handoft"), header)
+    body, headers = signed()
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        StandardWebhook(SECRET).verify(body.replace(b"sales", b"sale5"), headers)
 
 
 def test_a_wrong_secret_fails() -> None:
-    assert not signing.verify("whsec_other", BODY, signing.sign(SECRET, BODY))
+    body, headers = signed()
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        StandardWebhook(OTHER_SECRET).verify(body, headers)
 
 
-def test_an_expired_timestamp_fails() -> None:
-    old = int(time.time()) - 301
-    header = signing.sign(SECRET, BODY, timestamp=old)
-    assert not signing.verify(SECRET, BODY, header, tolerance_seconds=300)
-    assert signing.verify(SECRET, BODY, header, tolerance_seconds=600)
-    future = signing.sign(SECRET, BODY, timestamp=int(time.time()) + 301)
-    assert not signing.verify(SECRET, BODY, future, tolerance_seconds=300)
+def test_an_old_or_future_timestamp_fails() -> None:
+    body, old = signed(now=time.time() - 301)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        StandardWebhook(SECRET).verify(body, old)
+    body, future = signed(now=time.time() + 301)
+    with pytest.raises(WebhookVerificationError, match="too new"):
+        StandardWebhook(SECRET).verify(body, future)
 
 
-@pytest.mark.parametrize("header", [None, "", "v1=abc", "t=123", "t=abc,v1=00", "garbage"])
-def test_malformed_headers_fail(header: str | None) -> None:
-    assert not signing.verify(SECRET, BODY, header)
+@pytest.mark.parametrize("header", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_a_missing_header_fails(header: str) -> None:
+    body, headers = signed()
+    del headers[header]
+    with pytest.raises(WebhookVerificationError, match="Missing required headers"):
+        StandardWebhook(SECRET).verify(body, headers)
 
 
-def test_any_v1_may_match_while_a_secret_rotates() -> None:
-    t = int(time.time())
-    both = f"t={t},v1={signing.compute('whsec_old', t, BODY)},v1={signing.compute(SECRET, t, BODY)}"
-    assert signing.verify(SECRET, BODY, both)
+def test_retries_and_replays_keep_the_webhook_id() -> None:
+    delivery, replay = a_delivery(), a_delivery("d2", replay_of="d1")
+    body = encode(delivery.payload)
+    now = time.time()
+    first = signing.delivery_headers(hook(), delivery, body, 1, now - 60)
+    retry = signing.delivery_headers(hook(), delivery, body, 2, now)
+    again = signing.delivery_headers(hook(), replay, body, 1, now)
+    assert first["webhook-id"] == retry["webhook-id"] == again["webhook-id"] == "evt_1"
+    assert first["webhook-timestamp"] != retry["webhook-timestamp"]  # each attempt is signed anew
+    assert (retry["X-Parley-Attempt"], again["X-Parley-Delivery"]) == ("2", "d2")
+    for headers in (first, retry, again):
+        StandardWebhook(SECRET).verify(body, headers)
 
 
-def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
+def test_the_previous_secret_signs_too_until_its_grace_ends() -> None:
+    now = time.time()
+    rotated = hook(secret=OTHER_SECRET, previous_secret=SECRET, previous_secret_expires_at=now + 1)
 
-    def spy(a: bytes, b: bytes) -> bool:
-        calls.append((a, b))
-        return real(a, b)
+    body, during = signed(rotated, now=now)
+    new, old = during["webhook-signature"].split(" ")
+    assert new == signing.sign([OTHER_SECRET], "evt_1", int(now), body)  # the new one first
+    assert old == signing.sign([SECRET], "evt_1", int(now), body)
+    assert StandardWebhook(OTHER_SECRET).verify(body, during)
+    assert StandardWebhook(SECRET).verify(body, during)
 
-    monkeypatch.setattr(signing.hmac, "compare_digest", spy)
-    assert signing.verify(SECRET, BODY, signing.sign(SECRET, BODY))
-    assert not signing.verify("whsec_other", BODY, signing.sign(SECRET, BODY))
-    assert len(calls) == 2
+    body, after = signed(rotated, now=now + 1)  # the grace ends at now + 1
+    assert " " not in after["webhook-signature"]
+    assert StandardWebhook(OTHER_SECRET).verify(body, after)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        StandardWebhook(SECRET).verify(body, after)
+    assert signing.signing_secrets(rotated, now + 0.999) == [OTHER_SECRET, SECRET]
+    assert signing.signing_secrets(rotated, now + 1) == [OTHER_SECRET]
+    assert signing.signing_secrets(hook(), now) == [SECRET]
+
+
+@pytest.mark.parametrize("legacy", ["whsec_abc-def_ghi", "whsec_t", "s3cret"])
+def test_a_secret_that_is_not_base64_signs_with_its_raw_bytes(legacy: str) -> None:
+    """A secret an older release issued (`whsec_` and URL-safe text) still signs, with
+    its UTF-8 bytes as the key, as the libraries' raw format reads it."""
+    body, headers = signed(hook(secret=legacy))
+    assert StandardWebhook(legacy.encode()).verify(body, headers)
 
 
 def test_backoff_grows_exponentially_with_jitter() -> None:
@@ -104,9 +196,9 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
 # Mapping a finished run to webhook events
 
 
-def _row(seq: int, type_: str, **fields: Any) -> StoredEvent:
+def _row(seq: int, type_: str, **fields: Any) -> AnyEvent:
     data = {"type": type_, "run_id": "r1", "conversation_id": "c1", "seq": seq, "ts": 1.5}
-    return StoredEvent(seq=seq, type=type_, data={**data, **fields})
+    return parse_event({**data, **fields})
 
 
 def test_a_runs_events_map_to_webhook_events() -> None:
@@ -291,7 +383,9 @@ async def settled(api: httpx.AsyncClient, webhook_id: str, count: int) -> list[d
 
 async def test_a_turn_sends_signed_events(api: httpx.AsyncClient, receiver: Receiver) -> None:
     webhook = await register(api, receiver.url, ALL_EVENTS)
-    assert webhook["secret"].startswith("whsec_")
+    assert webhook["secret"].startswith("whsec_") and "previous_secret" not in webhook
+    key = base64.b64decode(webhook["secret"].removeprefix("whsec_"), validate=True)
+    assert 24 <= len(key) <= 64
     listed = (await api.get("/api/webhooks")).json()["items"]
     assert any(w["id"] == webhook["id"] for w in listed)
     assert all("secret" not in w for w in listed)
@@ -307,8 +401,13 @@ async def test_a_turn_sends_signed_events(api: httpx.AsyncClient, receiver: Rece
     items = await settled(api, webhook["id"], len(receiver.received(mine)))
     for request in receiver.received(mine):
         headers, payload = request["headers"], payload_of(request)
-        assert signing.verify(webhook["secret"], request["body"], headers["x-parley-signature"])
-        assert not signing.verify("whsec_wrong", request["body"], headers["x-parley-signature"])
+        assert StandardWebhook(webhook["secret"]).verify(request["body"], headers) == payload
+        with pytest.raises(WebhookVerificationError):
+            StandardWebhook(OTHER_SECRET).verify(request["body"], headers)
+        with pytest.raises(WebhookVerificationError):
+            StandardWebhook(webhook["secret"]).verify(request["body"] + b" ", headers)
+        assert headers["webhook-id"] == payload["id"]
+        assert "x-parley-signature" not in headers
         assert headers["x-parley-event"] == payload["type"]
         assert headers["x-parley-attempt"] == "1"
         assert headers["content-type"] == "application/json"
@@ -369,6 +468,10 @@ async def test_a_failing_receiver_is_retried_then_failed_and_replayed(
         assert delivery["last_status_code"] == 500 and delivery["last_error"] == "HTTP 500"
         sent = receiver.received(lambda r, d=delivery: r["headers"]["x-parley-delivery"] == d["id"])
         assert [r["headers"]["x-parley-attempt"] for r in sent] == ["1", "2", "3"]
+        # Every retry is signed anew under the event's one id, so receivers can dedupe.
+        assert {r["headers"]["webhook-id"] for r in sent} == {delivery["payload"]["id"]}
+        for request in sent:
+            StandardWebhook(failing["secret"]).verify(request["body"], request["headers"])
 
     refused = await settled(api, closed["id"], 2)
     for delivery in refused:
@@ -399,9 +502,8 @@ async def test_a_failing_receiver_is_retried_then_failed_and_replayed(
     assert request["headers"]["x-parley-delivery"] == replay["id"]
     assert request["headers"]["x-parley-attempt"] == "1"
     assert payload_of(request)["id"] == original["payload"]["id"]
-    assert signing.verify(
-        failing["secret"], request["body"], request["headers"]["x-parley-signature"]
-    )
+    assert request["headers"]["webhook-id"] == original["payload"]["id"]  # as the original's
+    StandardWebhook(failing["secret"]).verify(request["body"], request["headers"])
     still = [d for d in await deliveries(api, failing["id"]) if d["id"] == original["id"]]
     assert still[0]["status"] == "failed" and still[0]["attempts"] == MAX_ATTEMPTS
 
@@ -431,6 +533,35 @@ async def test_unknown_webhooks_are_404(api: httpx.AsyncClient) -> None:
     response = await api.delete("/api/webhooks/nope")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "webhook_not_found"
+
+
+async def test_rotating_the_secret_over_the_api(api: httpx.AsyncClient, receiver: Receiver) -> None:
+    webhook = await register(api, receiver.url, ["conversation.completed"])
+    asked_at = time.time()
+    response = await api.post(f"/api/webhooks/{webhook['id']}/rotate-secret")
+    assert response.status_code == 200, response.text
+    rotated = response.json()
+    assert (rotated["id"], rotated["url"]) == (webhook["id"], webhook["url"])
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != webhook["secret"]
+    assert "previous_secret" not in rotated
+    expires = rotated["previous_secret_expires_at"]
+    assert asked_at + 86400 <= expires <= time.time() + 86400  # the default grace, 24 h
+    listed = (await api.get("/api/webhooks")).json()["items"]
+    (info,) = [w for w in listed if w["id"] == webhook["id"]]
+    assert info["previous_secret_expires_at"] == expires
+    assert not {"secret", "previous_secret"} & set(info)
+
+    turn = (await api.post("/api/chat/message", json={"message": "hi"})).json()
+    (request,) = await eventually(
+        lambda: receiver.received(for_conversation(turn["conversation_id"]))
+    )
+    assert len(request["headers"]["webhook-signature"].split(" ")) == 2
+    for secret in (rotated["secret"], webhook["secret"]):  # either verifies during the grace
+        StandardWebhook(secret).verify(request["body"], request["headers"])
+
+    missing = await api.post("/api/webhooks/nope/rotate-secret")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "webhook_not_found"
+    await api.delete(f"/api/webhooks/{webhook['id']}")
 
 
 async def test_pending_deliveries_resume_after_a_restart(
@@ -467,5 +598,119 @@ async def test_pending_deliveries_resume_after_a_restart(
         assert log[-1]["at"] > restarted_at  # sent by the restarted server
         sent = receiver.received(lambda r: r["headers"]["x-parley-delivery"] == delivery["id"])
         assert [r["headers"]["x-parley-attempt"] for r in sent] == [str(a["attempt"]) for a in log]
+        assert {r["headers"]["webhook-id"] for r in sent} == {done["payload"]["id"]}
+        StandardWebhook(webhook["secret"]).verify(sent[-1]["body"], sent[-1]["headers"])
     finally:
         server.stop()
+
+
+# Real deliveries from a dispatcher in this process, checked by the libraries
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "hooks.db")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def registered(store: SQLiteStore, receiver: Receiver) -> Webhook:
+    webhook = Webhook(
+        id=uuid.uuid4().hex,
+        url=receiver.url,
+        events=["handoff"],
+        secret=signing.new_secret(),
+        created_at=time.time(),
+    )
+    await store.create_webhook(webhook)
+    return webhook
+
+
+async def rotate(store: SQLiteStore, webhook: Webhook, grace_seconds: float) -> str:
+    """Rotate the secret as the API does, with a grace period of `grace_seconds`; the new
+    secret."""
+    secret = signing.new_secret()
+    assert await store.rotate_webhook_secret(webhook.id, secret, time.time() + grace_seconds)
+    return secret
+
+
+async def deliver_one(store: SQLiteStore, receiver: Receiver) -> dict[str, Any]:
+    """Send one handoff event through a real dispatcher; the request the receiver got."""
+    settings = Settings(webhook_allow_private=True, webhook_timeout_seconds=5)
+    dispatcher = WebhookDispatcher(settings, store)
+    await dispatcher.start()
+    before = len(receiver.received())
+    try:
+        event = WebhookEvent(
+            type="handoff", conversation_id="", run_id="r1", data={"to": "sales"}, created_at=1.0
+        )
+        dispatcher.enqueue(event)
+        await eventually(lambda: len(receiver.received()) > before)
+    finally:
+        await dispatcher.stop()
+    return receiver.received()[-1]
+
+
+@pytest.mark.parametrize("grace_seconds", [60.0, 0.0])
+async def test_the_previous_secret_verifies_only_during_its_grace(
+    store: SQLiteStore, receiver: Receiver, grace_seconds: float
+) -> None:
+    webhook = await registered(store, receiver)
+    new = await rotate(store, webhook, grace_seconds)
+    request = await deliver_one(store, receiver)
+    body, headers = request["body"], request["headers"]
+    assert StandardWebhook(new).verify(body, headers)["data"] == {"to": "sales"}
+    if grace_seconds:
+        assert len(headers["webhook-signature"].split(" ")) == 2
+        StandardWebhook(webhook.secret).verify(body, headers)
+    else:  # a grace of 0 ends at the rotation
+        assert len(headers["webhook-signature"].split(" ")) == 1
+        with pytest.raises(WebhookVerificationError, match="No matching signature"):
+            StandardWebhook(webhook.secret).verify(body, headers)
+
+
+def node_missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed: the webhook receiver check runs on Node"
+    if not (CLIENTS / "node_modules" / "standardwebhooks").is_dir():
+        return "the clients' packages are missing: run `npm ci --prefix tests/clients`"
+    return None
+
+
+def node_verifies(secret: str, body: bytes, headers: dict[str, str]) -> str | None:
+    """The payload id if the npm `standardwebhooks` package, run as a Node receiver runs
+    it (tests/clients/webhook_verify.mjs), accepts the delivery; None if it rejects it."""
+    capture = {"secret": secret, "headers": headers, "body_base64": base64.b64encode(body).decode()}
+    result = subprocess.run(
+        ["node", "webhook_verify.mjs"],
+        cwd=CLIENTS,
+        input=json.dumps(capture),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["verified"] is (result.returncode == 0), verdict
+    return verdict["id"] if verdict["verified"] else None
+
+
+@pytest.mark.skipif(node_missing() is not None, reason=node_missing() or "")
+async def test_a_node_receiver_verifies_deliveries_with_the_npm_package(
+    store: SQLiteStore, receiver: Receiver
+) -> None:
+    webhook = await registered(store, receiver)
+    request = await deliver_one(store, receiver)
+    body, headers = request["body"], request["headers"]
+    assert node_verifies(webhook.secret, body, headers) == payload_of(request)["id"]
+    assert node_verifies(webhook.secret, body.replace(b"sales", b"sale5"), headers) is None
+    assert node_verifies(OTHER_SECRET, body, headers) is None
+
+    # After a rotation, a receiver holding either secret accepts the next delivery.
+    new = await rotate(store, webhook, 60.0)
+    request = await deliver_one(store, receiver)
+    body, headers = request["body"], request["headers"]
+    assert node_verifies(new, body, headers) == payload_of(request)["id"]
+    assert node_verifies(webhook.secret, body, headers) == payload_of(request)["id"]
+    assert node_verifies(OTHER_SECRET, body, headers) is None

@@ -1,7 +1,8 @@
 """Durable storage behind one protocol: SQLite (embedded default), Postgres, Supabase REST."""
 
 from app.config import Settings
-from app.store.base import Store, StoreUnavailable
+from app.errors import StoreUnavailable
+from app.store.base import Store
 from app.store.sqlite import SQLiteStore
 
 __all__ = ["SQLiteStore", "Store", "StoreUnavailable", "create_store"]

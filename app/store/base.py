@@ -22,10 +22,6 @@ from app.store.models import (
 )
 
 
-class StoreUnavailable(Exception):
-    """The store cannot be reached; the operation did not happen."""
-
-
 class Store(Protocol):
     name: str
 
@@ -152,7 +148,8 @@ class Store(Protocol):
     # Webhooks
 
     async def create_webhook(self, webhook: Webhook) -> None:
-        """Insert a webhook; `events` is a list of event type names (JSON in SQL)."""
+        """Insert a webhook; `events` is a list of event type names (JSON in SQL). A new
+        webhook has no previous secret: `rotate_webhook_secret` alone writes one."""
 
     async def get_webhook(self, webhook_id: str) -> Webhook | None: ...
 
@@ -162,6 +159,13 @@ class Store(Protocol):
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         """Delete the webhook, its deliveries and their attempts; False if there was none."""
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, new_secret: str, previous_expires_at: float
+    ) -> Webhook | None:
+        """Atomically make the current secret the previous one, valid until
+        `previous_expires_at` (replacing any earlier previous secret), and `new_secret`
+        the current one. The webhook as updated; None if there is no such webhook."""
 
     async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
         """Insert a delivery as given (`attempt_log` is not written: attempts are added by

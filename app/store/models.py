@@ -164,7 +164,9 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 
 
 class Webhook(BaseModel):
-    """An operator's URL for webhook events; `secret` signs each delivery to it."""
+    """An operator's URL for webhook events; `secret` signs each delivery to it. After a
+    rotation, `previous_secret` signs them too until `previous_secret_expires_at`, so a
+    receiver can switch secrets without rejecting a delivery."""
 
     id: str
     url: str
@@ -173,6 +175,8 @@ class Webhook(BaseModel):
     active: bool = True
     description: str | None = None
     created_at: float
+    previous_secret: str | None = None
+    previous_secret_expires_at: float | None = None
 
 
 class WebhookAttempt(BaseModel):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from app.store.base import StoreUnavailable
+from app.errors import StoreUnavailable
 from app.store.migrate import apply_migrations
 from app.store.models import (
     AgentLog,
@@ -554,6 +554,21 @@ class PostgresStore:
     async def delete_webhook(self, webhook_id: str) -> bool:
         status = await self._execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
         return status != "DELETE 0"
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, new_secret: str, previous_expires_at: float
+    ) -> Webhook | None:
+        # Right-hand columns hold the values before the UPDATE. A retry after a lost
+        # reply finds `new_secret` current already and keeps the previous secret.
+        row = await self._fetchrow(
+            "UPDATE webhooks SET previous_secret = CASE WHEN secret = $2 "
+            "THEN previous_secret ELSE secret END, secret = $2, "
+            "previous_secret_expires_at = $3 WHERE id = $1 RETURNING *",
+            webhook_id,
+            new_secret,
+            previous_expires_at,
+        )
+        return Webhook(**_fields(row)) if row is not None else None
 
     async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
         row = delivery.model_dump(exclude={"attempt_log"})

@@ -9,7 +9,8 @@ import asyncio
 import logging
 import time
 
-from app.store.base import Store, StoreUnavailable
+from app.errors import StoreUnavailable
+from app.store.base import Store
 
 log = logging.getLogger(__name__)
 

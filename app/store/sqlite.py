@@ -598,6 +598,24 @@ class SQLiteStore:
             cursor = await db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
         return cursor.rowcount > 0
 
+    async def rotate_webhook_secret(
+        self, webhook_id: str, new_secret: str, previous_expires_at: float
+    ) -> Webhook | None:
+        async with self._transaction() as db:
+            # Right-hand columns hold the values before the UPDATE; rotating to the
+            # current secret again (a retry) keeps the previous secret.
+            cursor = await db.execute(
+                "UPDATE webhooks SET previous_secret = CASE WHEN secret = :new "
+                "THEN previous_secret ELSE secret END, secret = :new, "
+                "previous_secret_expires_at = :expires WHERE id = :id",
+                {"new": new_secret, "expires": previous_expires_at, "id": webhook_id},
+            )
+            if cursor.rowcount == 0:
+                return None
+            async with db.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)) as cur:
+                row = await cur.fetchone()
+        return _webhook(row) if row is not None else None
+
     async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
         async with self._transaction() as db:
             await db.execute(

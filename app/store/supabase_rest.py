@@ -7,8 +7,9 @@ DATABASE_URL, or with psql); `open()` checks that they are all there.
 
 PostgREST runs one statement per request, so writes that must touch several tables at
 once (start_run, finish_run, delete_conversation, record_webhook_attempt,
-purge_older_than) call the SQL functions defined in migrations/ over RPC
-(POST /rest/v1/rpc/<name>), where each runs in one transaction.
+purge_older_than) or set a column from another's value (rotate_webhook_secret) call
+the SQL functions defined in migrations/ over RPC (POST /rest/v1/rpc/<name>), where
+each runs in one transaction.
 """
 
 import logging
@@ -20,7 +21,7 @@ import httpx
 from postgrest import APIError, APIResponse, CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from app.store.base import StoreUnavailable
+from app.errors import StoreUnavailable
 from app.store.migrate import migration_files
 from app.store.models import (
     AgentLog,
@@ -40,7 +41,7 @@ from app.store.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from app.store.rows import finish_run_params, from_row, iso, start_run_params, to_row
+from app.store.rows import epoch, finish_run_params, from_row, iso, start_run_params, to_row
 
 log = logging.getLogger(__name__)
 
@@ -475,20 +476,34 @@ class SupabaseRestStore:
     # Webhooks
 
     async def create_webhook(self, webhook: Webhook) -> None:
-        await self._execute(self._table("webhooks").insert(to_row(webhook), returning=MINIMAL))
+        row = to_row(webhook, exclude={"previous_secret", "previous_secret_expires_at"})
+        await self._execute(self._table("webhooks").insert(row, returning=MINIMAL))
 
     async def get_webhook(self, webhook_id: str) -> Webhook | None:
         row = await self._one("webhooks", "id", webhook_id)
-        return Webhook(**row) if row else None
+        return _webhook(row) if row else None
 
     async def list_webhooks(self) -> list[Webhook]:
         rows = await self._all(
             lambda: self._table("webhooks").select("*").order("created_at").order("id")
         )
-        return [Webhook(**r) for r in rows]
+        return [_webhook(r) for r in rows]
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         return bool(await self._data(self._table("webhooks").delete().eq("id", webhook_id)))
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, new_secret: str, previous_expires_at: float
+    ) -> Webhook | None:
+        row = await self._rpc(
+            "parley_rotate_webhook_secret",
+            {
+                "p_webhook_id": webhook_id,
+                "p_secret": new_secret,
+                "p_previous_expires_at": iso(previous_expires_at),
+            },
+        )
+        return _webhook(from_row(row)) if row else None
 
     async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
         row = to_row(delivery, exclude={"attempt_log"})
@@ -591,3 +606,9 @@ class SupabaseRestStore:
 
     async def purge_older_than(self, cutoff: float) -> dict[str, int]:
         return await self._rpc("parley_purge_older_than", {"p_cutoff": iso(cutoff)})
+
+
+def _webhook(row: dict[str, Any]) -> Webhook:
+    # `from_row` leaves this timestamp as the ISO text PostgREST sends.
+    expires = epoch(row.get("previous_secret_expires_at"))
+    return Webhook(**{**row, "previous_secret_expires_at": expires})

@@ -68,7 +68,7 @@ def url_problem(url: str) -> str | None:
     if "@" in parts.netloc:
         return (
             "it carries credentials (user:password@); the receiver should verify the "
-            "X-Parley-Signature instead"
+            "webhook-signature header instead"
         )
     try:
         port = parts.port
