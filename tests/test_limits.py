@@ -1,6 +1,7 @@
 """Rate limits, quotas and size bounds: the N+1th message gets 429 with Retry-After and
-the limit resets; streams and sockets per address; body and frame sizes; the daily
-token quota; the Redis counters; and the context kept within the model's window.
+the limit resets as its moving window moves on; streams and sockets per address; body and
+frame sizes; the daily token quota; counters shared in Redis; and the context kept within
+the model's window.
 
 The server trusts X-Forwarded-For from loopback (uvicorn's default), so each test
 speaks from an address of its own and the counters of one test do not touch another's.
@@ -17,13 +18,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import limits.aio.storage.memory as limits_memory
+import limits.aio.strategies as limits_strategies
 import pytest
 import websockets
 from httpx_sse import aconnect_sse
 
 from app.config import Settings
-from app.engine.events import RunCompleted
+from app.events import RunCompleted
 from app.llm.offline import OfflineChatModel
+from app.security import limits as parley_limits
 from app.security.limits import Limits, MemoryCounters, RateLimited, RedisCounters
 from tests.inprocess import engine, turn
 from tests.server import ServerProcess
@@ -63,8 +67,9 @@ def address() -> dict[str, str]:
 
 
 async def window_start() -> None:
-    """Wait for a fresh rate-limit window, so that a burst falls in one window."""
-    await asyncio.sleep(WINDOW - time.time() % WINDOW + 0.05)
+    """Wait until earlier messages have left the (moving) rate-limit window, so that a
+    burst is counted on its own."""
+    await asyncio.sleep(WINDOW + 0.05)
 
 
 async def message(http: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> httpx.Response:
@@ -210,19 +215,29 @@ class Clock:
         return self.now
 
 
-async def test_the_daily_token_quota_of_a_conversation() -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The clock of the `limits` memory storage and strategies, and of the Retry-After
+    the limits compute from them."""
     clock = Clock()
+    fake_time = SimpleNamespace(time=clock, monotonic=time.monotonic)
+    for module in (limits_memory, limits_strategies, parley_limits):
+        monkeypatch.setattr(module, "time", fake_time)
+    return clock
+
+
+async def test_the_daily_token_quota_of_a_conversation(clock: Clock) -> None:
     rejected: list[str] = []
     limits = Limits(
         limits_settings(conversation_tokens_per_day=100),
-        MemoryCounters(clock),
+        MemoryCounters(),
         on_reject=rejected.append,
     )
     run = SimpleNamespace(conversation_id="c1", usage=SimpleNamespace(output_tokens=60))
     await limits.admit_message("1.2.3.4", None, "c1")
-    limits.on_run_finished(run, [])
+    limits.on_run_finished(run)
     await limits.admit_message("1.2.3.4", None, "c1")  # 60 of 100 used
-    limits.on_run_finished(run, [])
+    limits.on_run_finished(run)
     await asyncio.sleep(0.01)  # the listener counts in the background
     with pytest.raises(RateLimited) as refused:
         await limits.admit_message("1.2.3.4", None, "c1")
@@ -234,49 +249,110 @@ async def test_the_daily_token_quota_of_a_conversation() -> None:
     await limits.close()
 
 
-async def test_memory_counters_reset_with_the_window_and_give_places_back() -> None:
-    clock = Clock()
-    counters = MemoryCounters(clock)
-    assert (await counters.add("k", 1, 60))[0] == 1
-    assert (await counters.add("k", 2, 60))[0] == 3
-    clock.now += 60
-    assert await counters.peek("k", 60) == (0, 60.0)
+def ip_rate(most: int, window: float, **changes: Any) -> Settings:
+    """Settings with only a message rate per IP (and the `changes`)."""
+    only_ip = {
+        "rate_limit_site_key_messages": 0,
+        "rate_limit_conversation_messages": 0,
+        "conversation_tokens_per_day": 0,
+    }
+    return limits_settings(
+        rate_limit_ip_messages=most,
+        rate_limit_window_seconds=window,
+        **{**only_ip, **changes},
+    )
+
+
+async def refused(limits: Limits, ip: str = "1.2.3.4") -> RateLimited:
+    with pytest.raises(RateLimited) as refusal:
+        await limits.admit_message(ip, None, None)
+    assert refusal.value.headers == {"Retry-After": str(refusal.value.retry_after)}
+    return refusal.value
+
+
+async def test_a_rate_admits_again_as_its_moving_window_moves_on(clock: Clock) -> None:
+    """3 messages in 2 seconds pass, the 4th gets Retry-After, and a message is admitted
+    again once the oldest has left the window, not at a fixed boundary."""
+    limits = Limits(ip_rate(3, 2), MemoryCounters())
+    start = clock.now
+    await limits.admit_message("1.2.3.4", None, None)
+    clock.now = start + 0.5
+    await limits.admit_message("1.2.3.4", None, None)
+    await limits.admit_message("1.2.3.4", None, None)
+    assert (await refused(limits)).retry_after == 2  # the first leaves at 2.0
+    await limits.admit_message("5.6.7.8", None, None)  # another address is not held back
+
+    clock.now = start + 2.1  # the first has left the window, the two of 0.5 have not
+    await limits.admit_message("1.2.3.4", None, None)
+    retry_after = (await refused(limits)).retry_after
+    assert retry_after == 1  # the two of 0.5 leave at 2.5
+
+    clock.now += retry_after
+    await limits.admit_message("1.2.3.4", None, None)
+    await limits.admit_message("1.2.3.4", None, None)
+    await refused(limits)
+    await limits.close()
+
+
+async def test_memory_counters_give_places_back() -> None:
+    counters = MemoryCounters()
     assert await counters.acquire("s", 1, 60)
     assert not await counters.acquire("s", 1, 60)
     await counters.release("s")
     assert await counters.acquire("s", 1, 60)
+    await counters.release("s")
+    await counters.release("s")  # never below zero
+    assert await counters.acquire("s", 1, 60)
+
+
+async def settled(*limits: Limits) -> None:
+    """Wait for the token counts the limits make in the background."""
+    for one in limits:
+        if one._tasks:
+            await asyncio.wait(one._tasks)
 
 
 @pytest.mark.skipif(not TEST_REDIS_URL, reason="TEST_REDIS_URL is not set")
-async def test_redis_counters_are_fixed_windows_shared_by_replicas() -> None:
+async def test_two_limiters_on_one_redis_count_together() -> None:
+    """Two replicas' limits on the same Redis and prefix: messages, tokens and open
+    streams of one are counted against the other's, and every key expires."""
     assert TEST_REDIS_URL
-    clock = Clock()
     prefix = f"parley-test-{uuid.uuid4().hex[:8]}"
-    one, two = (
-        RedisCounters(TEST_REDIS_URL, prefix, clock),
-        RedisCounters(TEST_REDIS_URL, prefix, clock),
-    )
+    settings = ip_rate(2, 60, conversation_tokens_per_day=100, max_streams_per_ip=1)
+    one, two = RedisCounters(TEST_REDIS_URL, prefix), RedisCounters(TEST_REDIS_URL, prefix)
+    a, b = Limits(settings, one), Limits(settings, two)
     try:
-        assert (await one.add("ip:a", 1, 60))[0] == 1
-        count, left = await two.add("ip:a", 1, 60)
-        assert count == 2 and 0 < left <= 60
-        assert (await one.peek("ip:a", 60))[0] == 2
-        assert 0 < await one.redis.ttl(f"{prefix}:limits:ip:a:{int(clock.now // 60)}") <= 61
-        clock.now += 60
-        assert (await two.add("ip:a", 1, 60))[0] == 1
-        assert await one.acquire("streams:a", 1, 30)
-        assert not await two.acquire("streams:a", 1, 30)
-        await one.release("streams:a")
-        assert await two.acquire("streams:a", 1, 30)
-        await two.release("streams:a")
-        await two.release("streams:a")  # never below zero
-        assert await one.redis.get(f"{prefix}:limits:streams:a") is None
+        await a.admit_message("1.2.3.4", None, None)
+        await b.admit_message("1.2.3.4", None, None)
+        for limits in (a, b):
+            refusal = await refused(limits)
+            assert refusal.limit == "ip" and 58 <= refusal.retry_after <= 60
+
+        run = SimpleNamespace(conversation_id="c1", usage=SimpleNamespace(output_tokens=60))
+        a.on_run_finished(run)
+        b.on_run_finished(run)  # 120 of 100: the quota is used up
+        await settled(a, b)
+        for limits in (a, b):
+            with pytest.raises(RateLimited) as over:
+                await limits.admit_message("5.6.7.8", None, "c1")
+            assert over.value.limit == "tokens" and over.value.retry_after > 3600
+
+        lease = await a.open_stream("1.2.3.4")
+        with pytest.raises(RateLimited):
+            await b.open_stream("1.2.3.4")
+        await lease.release()
+        await (await b.open_stream("1.2.3.4")).release()
+        await one.release("streams:1.2.3.4")  # never below zero
+        assert await one.redis.get(f"{prefix}:limits:streams:1.2.3.4") is None
+
+        keys = [k async for k in one.redis.scan_iter(f"{prefix}:limits:*")]
+        assert keys and all([await one.redis.ttl(k) > 0 for k in keys])
     finally:
         keys = [k async for k in one.redis.scan_iter(f"{prefix}:*")]
         if keys:
             await one.redis.delete(*keys)
-        await one.close()
-        await two.close()
+        await a.close()
+        await b.close()
 
 
 @pytest.mark.skipif(not TEST_REDIS_URL, reason="TEST_REDIS_URL is not set")

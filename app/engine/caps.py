@@ -1,6 +1,7 @@
 """Caps on side effects: how many mails, calendar bookings and CRM writes one conversation,
-one visitor address and one site may cause in a day, counted across replicas (in Redis when
-REDIS_URL is set, the counters the rate limits use).
+one visitor address and one site may cause in a day (the last 24 hours), counted across
+replicas in the rate limits' counters (the `limits` library's moving window, in Redis when
+REDIS_URL is set).
 
 The ledger already makes each action happen once; the caps bound how many different
 actions a visitor can cause, whatever they type. A refused action is reported like a
@@ -10,8 +11,9 @@ skipped one (`cap_reached`), so the turn goes on and the team follows up.
 import hashlib
 from typing import Literal, Protocol
 
+from limits import RateLimitItem, RateLimitItemPerDay
+
 Kind = Literal["mail", "calendar", "crm"]
-DAY = 86_400.0
 
 # The writes each business tool makes, by the vendor they reach.
 KIND_OF_TOOL: dict[str, Kind] = {
@@ -29,9 +31,13 @@ KIND_OF_TOOL: dict[str, Kind] = {
 
 
 class Counters(Protocol):
-    """Fixed-window counters: `add` returns the count after adding, and the seconds left."""
+    """The rate limits' counters: `hit` takes a place of the rate, None when it could."""
 
-    async def add(self, key: str, amount: int, window: float) -> tuple[int, float]: ...
+    async def hit(self, rate: RateLimitItem, key: str) -> float | None: ...
+
+
+def _per_day(caps: dict[str, int]) -> dict[str, RateLimitItem]:
+    return {kind: RateLimitItemPerDay(most) for kind, most in caps.items()}
 
 
 class SideEffectCaps:
@@ -44,16 +50,17 @@ class SideEffectCaps:
     ) -> None:
         self.counters = counters
         self.scopes = {
-            "conversation": per_conversation,
-            "address": per_address,
-            "site": per_site,
+            "conversation": _per_day(per_conversation),
+            "address": _per_day(per_address),
+            "site": _per_day(per_site),
         }
 
     async def admit(
         self, tool: str, conversation_id: str, address: str | None, site: str | None
     ) -> str | None:
         """Count one write of `tool`; the scope whose cap it passes, or None when allowed.
-        Every attempt counts, so the check and the count are one step on every replica."""
+        Each check takes its place in the same step on every replica, so two replicas
+        cannot both take the last one."""
         kind = KIND_OF_TOOL.get(tool)
         if kind is None:
             return None
@@ -63,11 +70,10 @@ class SideEffectCaps:
             "site": site or "default",
         }
         for scope, subject in subjects.items():
-            limit = self.scopes[scope].get(kind)
-            if subject is None or limit is None:
+            rate = self.scopes[scope].get(kind)
+            if subject is None or rate is None:
                 continue
-            count, _ = await self.counters.add(f"caps:{kind}:{scope}:{subject}", 1, DAY)
-            if count > limit:
+            if await self.counters.hit(rate, f"caps:{kind}:{scope}:{subject}") is not None:
                 return scope
         return None
 

@@ -3,13 +3,15 @@
 - messages per RATE_LIMIT_WINDOW_SECONDS (a minute by default) per client IP, per site
   key (X-Site-Key, `?site_key=` or the body's `metadata.site_key`) and per conversation;
 - open SSE streams and open chat sockets per client IP;
-- output tokens per conversation per day (UTC), counted from each finished run's usage.
+- output tokens per conversation per day (the last 24 hours), counted from each finished
+  run's usage.
 
 A refusal is a 429 `rate_limited` with `Retry-After` (a chat socket gets an `error`
-frame with `retry_after`). Counters are fixed windows: INCR + EXPIRE in Redis when
-REDIS_URL is set, so that every replica counts together, else in this process. When
-Redis cannot be reached the limits let requests through (and say so in the log).
-While the server shuts down, new turns get 503 `shutting_down`.
+frame with `retry_after`). Rates and quotas are counted by the `limits` library: messages
+and side-effect caps in a moving window, tokens in a sliding window counter, in Redis
+when REDIS_URL is set (every replica counts together under one key prefix), else in this
+process. When Redis cannot be reached the limits let requests through (and say so in the
+log). While the server shuts down, new turns get 503 `shutting_down`.
 """
 
 import asyncio
@@ -17,22 +19,30 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from fastapi import Request
-from starlette.requests import HTTPConnection
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 
-from app.api.errors import ApiError
 from app.config import Settings
-from app.store.models import StoredEvent
+from app.errors import ApiError
+from app.events import RunFinished
 
 log = logging.getLogger(__name__)
 
-DAY = 86_400.0
 # How long a Redis count of open streams or sockets outlives its last change: a replica
 # that dies holding some frees them at the latest after this.
 HELD_TTL_FLOOR = 600.0
+# A run's tokens are counted in a few tries at most when replicas count at the same time.
+SPEND_TRIES = 3
 
 
 class RateLimited(ApiError):
@@ -58,58 +68,67 @@ class ShuttingDown(ApiError):
         self.retry_after = 5
 
 
-def _window(window: float, now: float) -> tuple[int, float]:
-    """The index of the fixed window `now` falls in, and the seconds until it ends."""
-    index = int(now // window)
-    return index, (index + 1) * window - now
+# Counters: the `limits` strategies on one storage, plus counts of places held open
 
 
-class Counters(Protocol):
-    async def add(self, key: str, amount: int, window: float) -> tuple[int, float]:
-        """Add `amount` to the key's count in the current window: the new count and the
-        seconds until the window ends."""
+class Counters(ABC):
+    """Rates and quotas counted by `limits` in `storage`. `hit` and `exhausted` answer
+    None when allowed, else the seconds until they would be."""
 
-    async def peek(self, key: str, window: float) -> tuple[int, float]:
-        """The key's count in the current window and the seconds until it ends."""
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        # A moving window is exact, but keeps one entry per unit: for counts of events.
+        self._moving = MovingWindowRateLimiter(storage)
+        # Two counters a key whatever the cost: for token quotas.
+        self._sliding = SlidingWindowCounterRateLimiter(storage)
 
+    async def hit(self, rate: RateLimitItem, key: str) -> float | None:
+        """Take one of the rate's places in its moving window, if one is free."""
+        if await self._moving.hit(rate, key):
+            return None
+        return await _seconds_to_reset(self._moving, rate, key)
+
+    async def exhausted(self, quota: RateLimitItem, key: str) -> float | None:
+        """Whether the quota has no unit left in its sliding window."""
+        if await self._sliding.test(quota, key):
+            return None
+        return await _seconds_to_reset(self._sliding, quota, key)
+
+    async def spend(self, quota: RateLimitItem, key: str, cost: int) -> None:
+        """Count `cost` units (tokens already used) against the quota. The library refuses
+        a hit that would pass the quota, so what does not fit fills it up to the brim."""
+        for _ in range(SPEND_TRIES):
+            room = (await self._sliding.get_window_stats(quota, key)).remaining
+            take = min(cost, room)
+            if take <= 0 or await self._sliding.hit(quota, key, cost=take):
+                return
+
+    # `limits` counts events in time windows and cannot give one back, so places held
+    # open (streams, sockets) are counted here, on the same backend.
+
+    @abstractmethod
     async def acquire(self, key: str, limit: int, ttl: float) -> bool:
         """Take one of `limit` places (open streams, sockets); False if all are taken."""
 
+    @abstractmethod
     async def release(self, key: str) -> None:
         """Give a place back."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:  # noqa: B027 - only a Redis client needs closing
+        pass
 
 
-class MemoryCounters:
+async def _seconds_to_reset(limiter: RateLimiter, item: RateLimitItem, key: str) -> float:
+    stats = await limiter.get_window_stats(item, key)
+    return max(0.0, stats.reset_time - time.time())
+
+
+class MemoryCounters(Counters):
     """Counters of this process."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._counts: dict[str, tuple[float, int, int]] = {}  # key -> (window, index, n)
+    def __init__(self) -> None:
+        super().__init__(MemoryStorage())
         self._held: dict[str, int] = {}
-        self._adds = 0
-
-    async def add(self, key: str, amount: int, window: float) -> tuple[int, float]:
-        index, left = _window(window, self._clock())
-        _, seen_index, count = self._counts.get(key, (window, index, 0))
-        count = (count if seen_index == index else 0) + amount
-        self._counts[key] = (window, index, count)
-        self._adds += 1
-        if self._adds % 10_000 == 0:
-            self._forget_old_windows()
-        return count, left
-
-    async def peek(self, key: str, window: float) -> tuple[int, float]:
-        index, left = _window(window, self._clock())
-        _, seen_index, count = self._counts.get(key, (window, index, 0))
-        return (count if seen_index == index else 0), left
-
-    def _forget_old_windows(self) -> None:
-        now = self._clock()
-        for key, (window, index, _) in list(self._counts.items()):
-            if index != int(now // window):
-                del self._counts[key]
 
     async def acquire(self, key: str, limit: int, ttl: float) -> bool:
         if self._held.get(key, 0) >= limit:
@@ -124,9 +143,6 @@ class MemoryCounters:
         else:
             self._held.pop(key, None)
 
-    async def close(self) -> None:
-        pass
-
 
 # Give a place back without going below zero (a count that expired meanwhile).
 RELEASE_SCRIPT = """
@@ -136,30 +152,25 @@ return held
 """
 
 
-class RedisCounters:
-    """Counters shared by every replica: fixed windows as `INCRBY` + `EXPIRE`."""
+class RedisCounters(Counters):
+    """Counters every replica shares: `limits`' async Redis storage on this client's pool,
+    its keys under `{prefix}:limits` like the counts of places held open."""
 
-    def __init__(self, url: str, prefix: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as redis
 
         self.redis = redis.from_url(url)
         self.prefix = f"{prefix}:limits"
-        self._clock = clock
+        # The client comes from the pool; the URI only names the kind of server (the
+        # library's own URI parsing would refuse a REDIS_URL without a port).
+        storage = RedisStorage(
+            "async+redis://",
+            implementation="redispy",
+            key_prefix=self.prefix,
+            connection_pool=self.redis.connection_pool,
+        )
+        super().__init__(storage)
         self._release = self.redis.register_script(RELEASE_SCRIPT)
-
-    async def add(self, key: str, amount: int, window: float) -> tuple[int, float]:
-        index, left = _window(window, self._clock())
-        name = f"{self.prefix}:{key}:{index}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(name, amount)
-            pipe.expire(name, math.ceil(left) + 1)
-            count, _ = await pipe.execute()
-        return int(count), left
-
-    async def peek(self, key: str, window: float) -> tuple[int, float]:
-        index, left = _window(window, self._clock())
-        value = await self.redis.get(f"{self.prefix}:{key}:{index}")
-        return int(value or 0), left
 
     async def acquire(self, key: str, limit: int, ttl: float) -> bool:
         name = f"{self.prefix}:{key}"
@@ -193,6 +204,29 @@ def _subject(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class MessageRate:
+    limit: str  # the name metrics and RateLimited give it
+    who: str  # what the refusal says the messages come from
+    rate: RateLimitItem
+
+
+def message_rates(settings: Settings) -> list[MessageRate]:
+    """The message rates that are on. `limits` windows are whole seconds: a fraction of
+    one rounds up."""
+    window = max(1, math.ceil(settings.rate_limit_window_seconds))
+    rates = (
+        ("ip", "address", settings.rate_limit_ip_messages),
+        ("site_key", "site", settings.rate_limit_site_key_messages),
+        ("conversation", "conversation", settings.rate_limit_conversation_messages),
+    )
+    return [
+        MessageRate(limit, who, RateLimitItemPerSecond(most, window))
+        for limit, who, most in rates
+        if most > 0
+    ]
+
+
 class Lease:
     """An open stream or socket counted against its IP; `release` once it closes."""
 
@@ -221,6 +255,9 @@ class Limits:
         self.on_reject = on_reject or (lambda limit: None)
         self.on_stream = on_stream or (lambda transport, change: None)
         self.draining = False
+        self._message_rates = message_rates(settings)
+        tokens = settings.conversation_tokens_per_day
+        self._tokens = RateLimitItemPerDay(tokens) if tokens > 0 else None
         self._held_ttl = max(HELD_TTL_FLOOR, 2 * settings.run_timeout_seconds)
         self._tasks: set[asyncio.Task[None]] = set()
         self._backend_down_since: float | None = None
@@ -244,51 +281,53 @@ class Limits:
         Draining is checked last, after the limits, as every visitor turn's checks are."""
         if self.enabled:
             await self._count_message(ip, site_key, conversation_id)
+            if conversation_id:
+                await self._check_tokens(conversation_id)
         if self.draining:
             raise ShuttingDown()
 
     async def _count_message(
         self, ip: str | None, site_key: str | None, conversation_id: str | None
     ) -> None:
-        s = self.settings
-        window = s.rate_limit_window_seconds
-        for limit, subject, most, who in (
-            ("ip", ip, s.rate_limit_ip_messages, "address"),
-            ("site_key", site_key, s.rate_limit_site_key_messages, "site"),
-            ("conversation", conversation_id, s.rate_limit_conversation_messages, "conversation"),
-        ):
-            if not subject or most <= 0:
+        subjects = {"ip": ip, "site_key": site_key, "conversation": conversation_id}
+        for message_rate in self._message_rates:
+            subject = subjects[message_rate.limit]
+            if not subject:
                 continue
-            counted = await self._guarded(
-                self.counters.add(f"msg:{limit}:{_subject(subject)}", 1, window)
-            )
-            if counted is not None and counted[0] > most:
+            key = f"msg:{message_rate.limit}:{_subject(subject)}"
+            wait = await self._guarded(self.counters.hit(message_rate.rate, key))
+            if wait is not None:
                 raise self._reject(
-                    limit,
-                    f"Too many messages from this {who}: at most {most} every "
-                    f"{window:g} seconds. Try again in a moment.",
-                    counted[1],
-                )
-        if conversation_id and s.conversation_tokens_per_day > 0:
-            used = await self._guarded(
-                self.counters.peek(f"tokens:{_subject(conversation_id)}", DAY)
-            )
-            if used is not None and used[0] >= s.conversation_tokens_per_day:
-                raise self._reject(
-                    "tokens",
-                    f"This conversation has used its {s.conversation_tokens_per_day} reply "
-                    "tokens for today; it can go on tomorrow (UTC).",
-                    used[1],
+                    message_rate.limit,
+                    f"Too many messages from this {message_rate.who}: at most "
+                    f"{message_rate.rate.amount} every "
+                    f"{self.settings.rate_limit_window_seconds:g} seconds. "
+                    "Try again in a moment.",
+                    wait,
                 )
 
-    def on_run_finished(self, run: Any, events: list[StoredEvent]) -> None:
+    async def _check_tokens(self, conversation_id: str) -> None:
+        if self._tokens is None:
+            return
+        key = f"tokens:{_subject(conversation_id)}"
+        wait = await self._guarded(self.counters.exhausted(self._tokens, key))
+        if wait is not None:
+            raise self._reject(
+                "tokens",
+                f"This conversation has used its {self._tokens.amount} reply tokens of the "
+                "last 24 hours; it can go on once some of them are older than that.",
+                wait,
+            )
+
+    def on_run_finished(self, run: RunFinished) -> None:
         """A run-manager listener: count the run's output tokens against its
         conversation's daily quota (in the background: listeners must not wait)."""
         tokens = run.usage.output_tokens
-        if not (self.enabled and tokens > 0 and self.settings.conversation_tokens_per_day > 0):
+        if not (self.enabled and tokens > 0 and self._tokens is not None):
             return
         key = f"tokens:{_subject(run.conversation_id)}"
-        task = asyncio.create_task(self._guarded(self.counters.add(key, tokens, DAY)))
+        spent = self.counters.spend(self._tokens, key, tokens)
+        task = asyncio.create_task(self._guarded(spent))
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
@@ -346,25 +385,3 @@ class Limits:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
         await self.counters.close()
-
-
-# FastAPI: dependencies of the chat routes
-
-
-def limits_of(connection: HTTPConnection) -> Limits:
-    return connection.app.state.services.limits
-
-
-def client_ip(connection: HTTPConnection) -> str | None:
-    """The visitor's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
-    return connection.client.host if connection.client else None
-
-
-async def limit_stream(request: Request) -> AsyncIterator[None]:
-    """Route dependency: a place among the IP's open streams, held until the response
-    has been sent."""
-    lease = await limits_of(request).open_stream(client_ip(request))
-    try:
-        yield
-    finally:
-        await lease.release()
