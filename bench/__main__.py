@@ -32,7 +32,7 @@ BUDGET_SECONDS = {"full": 1200.0, "quick": 180.0}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a few seconds, tiny loads")
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these")
+    parser.add_argument("--only", nargs="+", choices=tuple(RUNNERS), help="run only these")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument(
         "--database-url",

@@ -13,6 +13,7 @@ from bench.scenarios import (
     idle_stream_memory,
     per_token_cost,
 )
+from bench.tracing import tracing_cost
 from bench.workers import workers
 
 RUNNERS: dict[str, Callable[[Plan, Servers], Awaitable[list[dict]]]] = {
@@ -24,5 +25,8 @@ RUNNERS: dict[str, Callable[[Plan, Servers], Awaitable[list[dict]]]] = {
     "workers": workers,
     "first_token_postgres": first_token_postgres,
     "peer": peer,
+    "tracing_cost": tracing_cost,
 }
-SCENARIOS = tuple(RUNNERS)
+# Run only when named (`--only tracing_cost`): it compares Parley with itself, no target.
+BY_REQUEST = ("tracing_cost",)
+SCENARIOS = tuple(name for name in RUNNERS if name not in BY_REQUEST)  # a plain run's

@@ -6,7 +6,8 @@ Only the provider factory is replaced, in this process: runs, bus, store and SSE
 are Parley's own. `--database-url URL` puts the store on Postgres instead;
 `--workers N` (N > 1) has uvicorn start N worker processes, each building the same app
 with `create_bench_app` (uvicorn needs an import string for that), which reads the
-data folder and the database URL from the environment.
+data folder and the database URL from the environment. `--otlp-endpoint URL` turns
+tracing on, exporting to URL.
 """
 
 import argparse
@@ -62,10 +63,14 @@ def trace_allocations(folder: Path, frames: int = 10) -> None:
 # Where `create_bench_app` finds its settings in each worker process.
 DATA_DIR_ENV = "PARLEY_BENCH_DATA_DIR"
 DATABASE_URL_ENV = "PARLEY_BENCH_DATABASE_URL"
+OTLP_ENDPOINT_ENV = "PARLEY_BENCH_OTLP_ENDPOINT"
 
 
-def build_app(data_dir: str, database_url: str | None = None) -> object:
-    """Parley's app with the paced model, SQLite under `data_dir` (or Postgres)."""
+def build_app(
+    data_dir: str, database_url: str | None = None, otlp_endpoint: str | None = None
+) -> object:
+    """Parley's app with the paced model, SQLite under `data_dir` (or Postgres), and
+    tracing to `otlp_endpoint` if given."""
     import app.llm.factory as factory
     from app.config import Settings
 
@@ -81,13 +86,18 @@ def build_app(data_dir: str, database_url: str | None = None) -> object:
         log_level="warning",
         rate_limits_enabled=False,  # the bench's load comes from one address
         shutdown_grace_seconds=0,
+        otel_exporter_otlp_endpoint=otlp_endpoint,
     )
     return app.main.create_app(settings)
 
 
 def create_bench_app() -> object:
     """The app factory of each uvicorn worker (`--workers N`)."""
-    return build_app(os.environ[DATA_DIR_ENV], os.environ.get(DATABASE_URL_ENV) or None)
+    return build_app(
+        os.environ[DATA_DIR_ENV],
+        os.environ.get(DATABASE_URL_ENV) or None,
+        os.environ.get(OTLP_ENDPOINT_ENV) or None,
+    )
 
 
 def main() -> None:
@@ -97,6 +107,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--database-url", help="the Postgres store instead of SQLite")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--otlp-endpoint", help="trace, exporting over OTLP/HTTP to this URL")
     parser.add_argument(
         "--tracemalloc",
         metavar="DIR",
@@ -108,6 +119,7 @@ def main() -> None:
     if args.workers > 1:
         os.environ[DATA_DIR_ENV] = args.data_dir
         os.environ[DATABASE_URL_ENV] = args.database_url or ""
+        os.environ[OTLP_ENDPOINT_ENV] = args.otlp_endpoint or ""
         uvicorn.run(
             "bench.parley_server:create_bench_app",
             factory=True,
@@ -119,7 +131,7 @@ def main() -> None:
         )
         return
     uvicorn.run(
-        build_app(args.data_dir, args.database_url),  # type: ignore[arg-type]
+        build_app(args.data_dir, args.database_url, args.otlp_endpoint),  # type: ignore[arg-type]
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -71,6 +71,40 @@ def per_token_table(rows: list[dict]) -> str:
     )
 
 
+def tracing_table(rows: list[dict]) -> str:
+    return _table(
+        [
+            "transport",
+            "tokens/stream",
+            "streams",
+            "tracing off µs/token",
+            "tracing on µs/token",
+            "on / off",
+            "tracing adds µs/token",
+            "off tok/s",
+            "on tok/s",
+            "spans per turn",
+            "errors",
+        ],
+        [
+            [
+                r["transport"].upper(),
+                r["tokens_per_stream"],
+                r["streams"],
+                r["off_us_per_token"],
+                r["on_us_per_token"],
+                _fmt(r["ratio"], 2) + "x",
+                r["added_us_per_token"],
+                r["off_tokens_per_s"],
+                r["on_tokens_per_s"],
+                _fmt(r["spans_per_turn"], 2),
+                _errors(r["errors"]),
+            ]
+            for r in rows
+        ],
+    )
+
+
 def first_token_table(rows: list[dict]) -> str:
     measured = [r for r in rows if "not_measured" not in r]
     skipped = [
@@ -517,6 +551,12 @@ def markdown(report: dict) -> str:
             "peer",
             "Peer (agentscope-runtime): streams per worker at equal gap, and per-token CPU",
             peer_tables,
+        ),
+        (
+            "tracing_cost",
+            "Tracing on against off: server CPU per token (Parley both; OTLP/HTTP export to a "
+            "loopback sink)",
+            tracing_table,
         ),
     ]
     for key, title, table in sections:

@@ -8,13 +8,13 @@ import asyncio
 import time
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bench.client import STREAMERS, StreamResult
 from bench.procstat import cpu_seconds, rss_bytes, tree_cpu_seconds
-from bench.servers import SERVER_CPU, BaselineServer, ParleyServer, ServerPair, ServerProcess
+from bench.servers import SERVER_CPU, ParleyServer, ServerPair, ServerProcess
 from bench.stats import distribution_ms, median, ratio
 from bench.tokens import TokenSpec
 
@@ -102,7 +102,7 @@ class Servers:
 
     @asynccontextmanager
     async def pair(
-        self, parley: ParleyServer | None = None, baseline: BaselineServer | None = None
+        self, parley: ParleyServer | None = None, baseline: ServerProcess | None = None
     ) -> AsyncIterator[ServerPair]:
         """The shared or a fresh pair; always a fresh one when given its servers."""
         custom = parley is not None or baseline is not None
@@ -140,34 +140,61 @@ def failure(result: StreamResult, expected_tokens: int | None) -> str | None:
     return None
 
 
+@dataclass
+class TokenCost:
+    """Per server name: its CPU µs per token and tokens/s in each repetition."""
+
+    us_per_token: dict[str, list[float]]
+    tokens_per_s: dict[str, list[float]]
+    errors: Counter[str]
+
+
+async def token_cost(
+    servers: Sequence[ServerProcess],
+    transport: str,
+    spec: TokenSpec,
+    count: int,
+    reps: int,
+    settle: Callable[[ServerProcess, int], Awaitable[None]] | None = None,
+) -> TokenCost:
+    """`count` streams of `spec`, one after another, on each server in turn, `reps` times.
+    `settle(server, streams)` runs after a server's streams, before its CPU is read."""
+    stream = STREAMERS[transport]
+    cost = TokenCost({s.name: [] for s in servers}, {s.name: [] for s in servers}, Counter())
+    for _ in range(reps):
+        for server in servers:
+            cpu_before = cpu_seconds(server.pid)
+            started = time.perf_counter()
+            for _ in range(count):
+                result = await stream(server.target, spec.message(), 120.0)
+                if (why := failure(result, spec.tokens)) is not None:
+                    cost.errors[f"{server.name}: {why}"] += 1
+            wall = time.perf_counter() - started
+            await (settle or closing_pause)(server, count)
+            cpu = cpu_seconds(server.pid) - cpu_before
+            cost.us_per_token[server.name].append(cpu / (count * spec.tokens) * 1e6)
+            cost.tokens_per_s[server.name].append(count * spec.tokens / wall)
+    return cost
+
+
+async def closing_pause(server: ServerProcess, streams: int) -> None:
+    await asyncio.sleep(0.05)  # let the server finish closing
+
+
 async def per_token_cost(plan: Plan, servers: Servers) -> list[dict]:
     """Server CPU per token, one stream at a time, tokens as fast as possible."""
     rows = []
     for transport in plan.transports:
-        stream = STREAMERS[transport]
         async with servers.pair() as pair:
             for server in pair.servers:
                 await warm(server, transport, plan.warmup)
             for size in plan.per_token_sizes:
-                spec = TokenSpec(tokens=size)
                 count = max(1, plan.per_token_total // size)
-                cost: dict[str, list[float]] = {s.name: [] for s in pair.servers}
-                rate: dict[str, list[float]] = {s.name: [] for s in pair.servers}
-                errors: Counter[str] = Counter()
-                for _ in range(plan.per_token_reps):
-                    for server in pair.servers:
-                        cpu_before = cpu_seconds(server.pid)
-                        started = time.perf_counter()
-                        for _ in range(count):
-                            result = await stream(server.target, spec.message(), 120.0)
-                            if (why := failure(result, size)) is not None:
-                                errors[f"{server.name}: {why}"] += 1
-                        wall = time.perf_counter() - started
-                        await asyncio.sleep(0.05)  # let the server finish closing
-                        cpu = cpu_seconds(server.pid) - cpu_before
-                        cost[server.name].append(cpu / (count * size) * 1e6)
-                        rate[server.name].append(count * size / wall)
-                parley, baseline = median(cost["parley"]), median(cost["baseline"])
+                cost = await token_cost(
+                    pair.servers, transport, TokenSpec(tokens=size), count, plan.per_token_reps
+                )
+                parley = median(cost.us_per_token["parley"])
+                baseline = median(cost.us_per_token["baseline"])
                 rows.append(
                     {
                         "transport": transport,
@@ -177,9 +204,9 @@ async def per_token_cost(plan: Plan, servers: Servers) -> list[dict]:
                         "parley_us_per_token": round(parley, 1),
                         "baseline_us_per_token": round(baseline, 1),
                         "ratio": ratio(parley, baseline),
-                        "parley_tokens_per_s": round(median(rate["parley"])),
-                        "baseline_tokens_per_s": round(median(rate["baseline"])),
-                        "errors": dict(errors),
+                        "parley_tokens_per_s": round(median(cost.tokens_per_s["parley"])),
+                        "baseline_tokens_per_s": round(median(cost.tokens_per_s["baseline"])),
+                        "errors": dict(cost.errors),
                     }
                 )
     return rows

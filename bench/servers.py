@@ -152,10 +152,12 @@ class ServerProcess:
 
 
 class ParleyServer(ServerProcess):
-    def __init__(self, *extra: str, workers: int = 1, cpu: int | None = SERVER_CPU) -> None:
+    def __init__(
+        self, *extra: str, workers: int = 1, cpu: int | None = SERVER_CPU, name: str = "parley"
+    ) -> None:
         self.extra = list(extra)
         super().__init__(
-            "parley",
+            name,
             "bench.parley_server",
             "/health",
             "/api/chat/stream",
@@ -183,10 +185,11 @@ class PeerServer(ServerProcess):
 
 
 class ServerPair:
-    """Parley and the baseline, started together (in parallel) and stopped together."""
+    """Parley and the baseline (or another server to compare it with), started together
+    (in parallel) and stopped together."""
 
     def __init__(
-        self, parley: ParleyServer | None = None, baseline: BaselineServer | None = None
+        self, parley: ParleyServer | None = None, baseline: ServerProcess | None = None
     ) -> None:
         self.parley = parley or ParleyServer()
         self.baseline = baseline or BaselineServer()

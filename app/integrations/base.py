@@ -17,6 +17,7 @@ from app.integrations.retry import (
     default_rate_limited,
     send_with_retry,
 )
+from app.observability.tracing import trace_client
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class ServiceClient:
             config.breaker_failures, config.breaker_cooldown_seconds, self.clock.monotonic
         )
         self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(timeout=config.timeout_seconds)
+        self.http = http or trace_client(httpx.AsyncClient(timeout=config.timeout_seconds))
         self._hint_logged = False
         self._health = ServiceHealth(
             service=self.service, status="configured" if config.configured else "not_configured"
