@@ -23,6 +23,7 @@ from app.api import (
     webhooks,
 )
 from app.api import metrics as metrics_api
+from app.api.body_limit import BodySizeLimit
 from app.api.deps import Services
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
@@ -32,16 +33,24 @@ from app.config import Settings
 from app.engine.agentscope_setup import configure_agentscope
 from app.engine.caps import SideEffectCaps
 from app.engine.group import Group
-from app.engine.runs import RunManager
+from app.engine.runs.scheduler import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
 from app.integrations.setup import build_integrations
 from app.llm.factory import create_provider
 from app.observability.logs import log_finished_run
 from app.observability.metrics import Metrics
-from app.observability.tracing import TracingMiddleware, start_tracing, traces_endpoint
+from app.observability.tracing import (
+    ServerSpans,
+    describe_finished_run,
+    start_tracing,
+    trace_chat_model,
+    trace_client,
+    traces_endpoint,
+)
 from app.security import Security, cors_origins
-from app.security.body_limit import BodySizeLimit
 from app.security.limits import Limits, counters_for
+from app.service.parley import Parley
+from app.service.parts import Parts
 from app.store import create_store
 from app.store.retention import start_retention
 from app.webhooks.dispatcher import WebhookDispatcher
@@ -57,9 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = create_store(settings)
         await store.open()
-        http = httpx.AsyncClient()
+        tracing = start_tracing(settings)  # first: the HTTP clients are traced when on
+        http = trace_client(httpx.AsyncClient())
         bus = await open_bus(settings)
         provider = await create_provider(settings, http)
+        trace_chat_model(provider.model)
         log.info("LLM provider: %s (%s)", provider.name, provider.reason)
         integrations = build_integrations(settings)
         counters = counters_for(settings)  # the rate limits' and the side-effect caps'
@@ -74,19 +85,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs = RunManager(settings, store, bus, WorkflowEngine(group, control))
         await runs.recover()
         dispatcher = WebhookDispatcher(settings, store, http)
-        runs.listeners.append(dispatcher.on_run_finished)
+        trace_client(dispatcher.http, origin_only=True)  # its deliveries' client
+        runs.recorder.listeners.append(dispatcher.on_run_finished)
         await dispatcher.start()
         metrics = Metrics()
-        metrics.watch(runs)
-        runs.listeners.append(log_finished_run)
-        tracing = start_tracing(settings)
+        metrics.read_runs_from(lambda: runs.counts()[0], lambda: runs.counts()[1])
+        runs.recorder.listeners.append(metrics.on_run_finished)
+        runs.recorder.listeners.append(log_finished_run)
+        if tracing is not None:
+            runs.recorder.listeners.append(describe_finished_run)
         limits = Limits.from_settings(
             settings,
             counters,
             on_reject=lambda limit: metrics.rate_limited.labels(limit).inc(),
             on_stream=lambda transport, change: metrics.open_streams.labels(transport).inc(change),
         )
-        runs.listeners.append(limits.on_run_finished)
+        runs.recorder.listeners.append(limits.on_run_finished)
         shutdown = GracefulShutdown(runs, limits, settings.shutdown_grace_seconds)
         shutdown.install()
         retention = start_retention(store, settings.retention_days)
@@ -97,17 +111,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "REDIS_URL is set but VISITOR_TOKEN_SECRET is not: give every replica the "
                 "same VISITOR_TOKEN_SECRET, or a conversation token works on one replica only"
             )
-        app.state.services = Services(
+        parts = Parts(
             settings=settings,
             store=store,
             bus=bus,
-            http=http,
-            provider=provider,
+            runs=runs,
             group=group,
             workflows=control,
-            runs=runs,
-            integrations=integrations,
+            security=security,
+            limits=limits,
             webhooks=dispatcher,
+            provider=provider,
+        )
+        app.state.services = Services(
+            settings=settings,
+            parley=Parley(parts, http),
             security=security,
             limits=limits,
             metrics=metrics,
@@ -152,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID", "X-Run-ID", "X-Conversation-ID", "X-Conversation-Token"],
     )
     if traces_endpoint(settings):
-        app.add_middleware(TracingMiddleware)  # inside RequestIdMiddleware: sees the id
+        app.add_middleware(ServerSpans)  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in (

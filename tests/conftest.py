@@ -5,7 +5,15 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests import local_services
+
+SERVICES = local_services.choose()  # before any test module reads TEST_DATABASE_URL
+
+from tests.server import ServerProcess  # noqa: E402
+
+
+def pytest_report_header() -> list[str]:
+    return SERVICES
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ from agentscope.model import ChatModelBase
 from app.bus import InProcessBus
 from app.config import Settings
 from app.engine.caps import SideEffectCaps
-from app.engine.events import AnyEvent
 from app.engine.group import Group
-from app.engine.runs import RunManager
+from app.engine.runs.scheduler import RunManager
 from app.engine.workflows import WorkflowControl, WorkflowEngine
+from app.events import AnyEvent
 from app.integrations.setup import build_integrations
 from app.llm.factory import LLMProvider
 from app.llm.offline import OfflineChatModel
@@ -48,4 +48,4 @@ async def turn(
 ) -> list[AnyEvent]:
     """Send a message and read the run's events to the end."""
     run = await runs.submit(message, conversation_id)
-    return [event async for event in runs.follow(run.id)]
+    return [event async for event in runs.reader.follow(run.id)]

@@ -278,7 +278,7 @@ async def test_a_vendor_that_is_down_does_not_stop_the_conversation(
 async def _until_approval(runs, run_id: str) -> tuple[list, str]:
     """Follow a run until it asks for an approval; the events so far and its id."""
     seen = []
-    async for event in runs.follow(run_id):
+    async for event in runs.reader.follow(run_id):
         seen.append(event)
         if event.type == "approval.requested":
             return seen, event.approval_id
@@ -304,7 +304,7 @@ async def test_an_approval_gates_the_tool(configured: Settings, approved: bool) 
 
             _, live = await runs.engine.group.approvals.decide(approval_id, approved, "ops")
             assert live
-            events = [e async for e in runs.follow(run.id)]
+            events = [e async for e in runs.reader.follow(run.id)]
     assert events[-1].type == "run.completed"
     [resolved] = [e for e in events if e.type == "approval.resolved"]
     assert resolved.approved is approved
@@ -333,7 +333,7 @@ async def test_an_approval_survives_a_restart(configured: Settings) -> None:
             approval, live = await runs.engine.group.approvals.decide(approval_id, True, "ops")
             assert not live and approval.status == "approved"
             resumed = await runs.resume_approval(approval)
-            events = [e async for e in runs.follow(resumed.id)]
+            events = [e async for e in runs.reader.follow(resumed.id)]
     assert events[-1].type == "run.completed", [e.type for e in events]
     assert [e.type for e in events][:2] == ["run.started", "approval.resolved"]
     [notification] = finished(events, "send_qualification_notification")

@@ -20,9 +20,9 @@ import websockets
 from httpx_sse import aconnect_sse
 
 from app.bus import InProcessBus
-from app.engine.events import AgentStarted, Event, MessageDelta, RunStarted
 from app.engine.replay import SEQ_BLOCK, ReplyDraft, close_interrupted, durable, replay
-from app.engine.runs import Run
+from app.engine.runs.run import Run
+from app.events import AgentStarted, Event, MessageDelta, RunStarted
 from app.store.models import Conversation, RunOutcome, RunRecord, StoredEvent
 from app.store.sqlite import SQLiteStore
 from tests.events import TERMINAL, collect_sse, text_of

@@ -4,7 +4,7 @@ and either way every event arrives once, in order."""
 import asyncio
 
 from app.bus.memory import InProcessBus
-from app.engine.events import Event, MessageDelta, RunCompleted, RunStarted, Usage
+from app.events import Event, MessageDelta, RunCompleted, RunStarted, Usage
 
 RUN, CONVERSATION = "run-1", "conversation-1"
 

@@ -22,8 +22,8 @@ from httpx_sse import aconnect_sse
 
 from app.api.chat_ws import OUTBOX_FRAMES, ChatSocket
 from app.config import Settings
-from app.engine.runs import ConversationNotFound
 from app.engine.verification import email_code
+from app.errors import ConversationNotFound
 from app.llm.ollama_model import ParleyOllamaModel
 from app.observability.metrics import Metrics
 from app.security import Caller

@@ -257,7 +257,7 @@ async def test_updated_at_is_set_by_other_writers(secured_dsn: str) -> None:
 
 @needs_postgres
 async def test_the_store_says_unavailable_when_postgres_cannot_be_reached() -> None:
-    from app.store import StoreUnavailable
+    from app.errors import StoreUnavailable
 
     store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/none", connect_timeout=2)
     with pytest.raises(StoreUnavailable):

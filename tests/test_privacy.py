@@ -9,7 +9,7 @@ import httpx
 
 from app.agents import AGENTS
 from app.config import Settings
-from app.engine.runs import RunManager
+from app.engine.runs.scheduler import RunManager
 from app.store import Store
 from app.store.export import export_conversation
 from app.store.models import (
@@ -227,7 +227,7 @@ async def test_retention_purges_what_is_older_than_the_cutoff(tmp_path: Path) ->
         # The old run keeps its ending, so that a replay still ends.
         assert [e.type for e in await store.list_run_events(old_run)] == ["run.completed"]
         await runs.bus.forget(old_run)  # as after RUN_LOG_TTL_SECONDS: from the store
-        replayed = [e async for e in runs.follow(old_run)]
+        replayed = [e async for e in runs.reader.follow(old_run)]
         assert [e.type for e in replayed] == ["run.completed"]
         again = await store.purge_older_than(time.time() + 60)
         assert not any(again.values())

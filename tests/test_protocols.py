@@ -15,7 +15,7 @@ from httpx_sse import aconnect_sse
 
 from app.api import protocols
 from app.api.protocols import ag_ui, ai_sdk
-from app.engine.events import (
+from app.events import (
     AgentStarted,
     ApprovalRequested,
     ApprovalResolved,

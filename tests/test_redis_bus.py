@@ -9,7 +9,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.bus.redis import RedisBus
-from app.engine.events import Event, Heartbeat, MessageDelta, RunCompleted, RunStarted, Usage
+from app.events import (
+    Event,
+    Heartbeat,
+    MessageDelta,
+    RunCompleted,
+    RunStarted,
+    Usage,
+    WorkflowStateChanged,
+)
 from tests.pg import TEST_REDIS_URL, needs_redis
 
 pytestmark = needs_redis
@@ -99,8 +107,8 @@ async def test_the_live_view_sees_frames_from_every_replica(
     other = b.watch("elsewhere")
     for event in events("r2", "c2", deltas=2):
         await a.publish(event)
-    await a.announce("c2", {"type": "workflow.state", "state": "paused"})
-    await b.announce("c2", {"type": "workflow.state", "state": "active"})
+    await a.announce(WorkflowStateChanged(conversation_id="c2", state="paused"))
+    await b.announce(WorkflowStateChanged(conversation_id="c2", state="active"))
     frames = []
     async for frame in watch:
         frames.append(frame)
@@ -109,10 +117,9 @@ async def test_the_live_view_sees_frames_from_every_replica(
     watch.close()
     other.close()
     assert [f.seq for f in frames[:4] if isinstance(f, Event)] == [1, 2, 3, 4]
-    assert frames[4:] == [
-        {"type": "workflow.state", "state": "paused"},
-        {"type": "workflow.state", "state": "active"},
-    ]
+    notices = frames[4:]
+    assert all(isinstance(n, WorkflowStateChanged) for n in notices)
+    assert [(n.conversation_id, n.state) for n in notices] == [("c2", "paused"), ("c2", "active")]
 
 
 async def test_a_stop_request_reaches_the_replica_that_claimed_the_run(

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jwt
 
-from app.api.errors import ApiError
 from app.config import Settings
+from app.errors import ApiError
 from app.security import operators
 from app.security.operators import OperatorAuth, client_is_loopback
 from app.security.sites import SiteKeys, cors_origins, normalize_origin

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from app.store import StoreUnavailable
+from app.errors import StoreUnavailable
 from app.store.migrate import migration_files
 from app.store.models import MemoryEntry, RunOutcome, RunRecord, StoredEvent, StoredMessage
 from app.store.supabase_rest import SupabaseError, SupabaseRestStore

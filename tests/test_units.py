@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.engine.events import MessageCompleted, MessageDelta, RunStarted, ToolStarted
 from app.engine.replay import ReplyDraft, durable, replay
+from app.events import MessageCompleted, MessageDelta, RunStarted, ToolStarted
 from app.llm.offline_rules import VisitorFacts, offline_reply
 
 ROOT = Path(__file__).resolve().parents[1]

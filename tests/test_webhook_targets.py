@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.errors import ApiError
-from app.api.webhooks import checked_url
 from app.config import Settings
+from app.errors import ApiError
+from app.service.webhooks import checked_url
 from app.store.models import Webhook, WebhookDelivery
 from app.store.sqlite import SQLiteStore
 from app.webhooks import targets

@@ -1,25 +1,19 @@
 """The agent catalogue, running one agent, and workflows with their state and graph."""
 
-import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from app.agents import AGENTS, AgentSpec
-from app.api.chat_input import checked_message
-from app.api.deps import Services, ServicesDep
-from app.api.errors import ApiError
-from app.api.health import IsOperatorDep, LlmProbeDep, public_view
-from app.api.text_checks import StorableInput
+from app.api.callers import OPERATOR_ONLY
+from app.api.deps import ServicesDep
+from app.api.health import IsOperatorDep, public_view
 from app.engine import workflows
-from app.engine.events import MessageCompleted, RunFailed
-from app.engine.runs import Run
 from app.engine.tools import tool_catalogue
-from app.engine.visualization import visualize
-from app.security import OPERATOR_ONLY
-from app.store.models import AgentMessage, AgentMessageKind, Conversation
+from app.service.text_checks import StorableInput
+from app.service.workflows import agent_spec
+from app.store.models import AgentMessageKind
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 
@@ -35,15 +29,6 @@ def describe(spec: AgentSpec) -> dict[str, Any]:
     }
 
 
-def spec_or_404(agent_type: str) -> AgentSpec:
-    spec = AGENTS.get(agent_type)
-    if spec is None:
-        raise ApiError(
-            404, "agent_not_found", f"No agent '{agent_type}'; known: {', '.join(AGENTS)}."
-        )
-    return spec
-
-
 @router.get("")
 async def list_agents() -> dict[str, Any]:
     """Every agent of the group with its tools and whom it may hand to."""
@@ -51,25 +36,11 @@ async def list_agents() -> dict[str, Any]:
 
 
 @router.get("/health")
-async def agents_health(
-    services: ServicesDep, llm: LlmProbeDep, operator: IsOperatorDep
-) -> dict[str, Any]:
+async def agents_health(services: ServicesDep, operator: IsOperatorDep) -> dict[str, Any]:
     """The agents and the model they share; why that model, and what its probe said
     (texts that name its address), for operators only, as on /health (one probe serves
     both)."""
-    reachable, detail = llm
-    provider = services.provider
-    body = {
-        "status": "ok" if reachable else "degraded",
-        "agents": [{"name": name, "status": "ok" if reachable else "degraded"} for name in AGENTS],
-        "llm": {
-            "provider": provider.name,
-            "model": provider.model_name,
-            "reachable": reachable,
-            "reason": provider.reason,
-            "detail": detail,
-        },
-    }
+    body = await services.parley.status.agents()
     return body if operator else public_view(body)
 
 
@@ -85,7 +56,7 @@ async def agent_logs(
 ) -> dict[str, Any]:
     """Every tool call the agents made, newest first: parameters (secrets redacted),
     result or error, duration, agent and conversation."""
-    logs, total = await services.store.list_agent_logs(
+    logs, total = await services.parley.workflows.agent_logs(
         conversation_id, agent, action, status, limit, offset
     )
     return {"items": [log.model_dump() for log in logs], "total": total}
@@ -93,7 +64,7 @@ async def agent_logs(
 
 @router.get("/{agent_type}")
 async def get_agent(agent_type: str) -> dict[str, Any]:
-    return describe(spec_or_404(agent_type))
+    return describe(agent_spec(agent_type))
 
 
 class InvokeRequest(StorableInput):
@@ -112,30 +83,16 @@ class InvokeReply(BaseModel):
     events_url: str
 
 
-async def _final_reply(services: Services, run: Run) -> tuple[str, str]:
-    """The run's last reply once it ends, or the run's error as an API error."""
-    content, agent = "", ""
-    async for event in services.runs.follow(run.id):
-        if isinstance(event, MessageCompleted):
-            content, agent = event.content, event.agent or ""
-        elif isinstance(event, RunFailed):
-            raise ApiError(502, event.error.code, event.error.message)
-    return content, agent
-
-
 @router.post("/invoke", response_model=InvokeReply, dependencies=[OPERATOR_ONLY])
 async def invoke(body: InvokeRequest, services: ServicesDep) -> InvokeReply:
     """Run one named agent on an input (a one-step workflow), answered as JSON."""
-    spec = spec_or_404(body.agent_type)
-    message = checked_message(body.input, services.settings.max_message_chars)
-    run = await services.runs.submit(
-        message, metadata=body.metadata, kind="multi_agent", definition={"agents": [spec.name]}
+    run, content = await services.parley.workflows.invoke(
+        body.agent_type, body.input, body.metadata
     )
-    content, _ = await _final_reply(services, run)
     return InvokeReply(
         workflow_id=run.conversation_id,
         run_id=run.id,
-        agent=spec.name,
+        agent=body.agent_type,
         content=content,
         status=run.status,
         events_url=f"/api/chat/runs/{run.id}/events",
@@ -151,13 +108,6 @@ class WorkflowRequest(StorableInput, workflows.WorkflowRequest):
     metadata_fields = ("metadata",)
 
 
-async def workflow_or_404(services: Services, workflow_id: str) -> Conversation:
-    conversation = await services.store.get_conversation(workflow_id)
-    if conversation is None:
-        raise ApiError(404, "workflow_not_found", f"No workflow {workflow_id}.")
-    return conversation
-
-
 def workflow_links(workflow_id: str) -> dict[str, str]:
     base = f"/api/agents/workflows/{workflow_id}"
     return {
@@ -170,10 +120,7 @@ def workflow_links(workflow_id: str) -> dict[str, str]:
 @router.post("/workflows/execute", status_code=202, dependencies=[OPERATOR_ONLY])
 async def execute_workflow(body: WorkflowRequest, services: ServicesDep) -> dict[str, Any]:
     """Start a workflow; follow it with its events URL or the live view socket."""
-    message = checked_message(body.input, services.settings.max_message_chars)
-    run = await services.runs.submit(
-        message, metadata=body.metadata, kind=body.workflow_type, definition=body.definition()
-    )
+    run = await services.parley.workflows.start(body)
     return {
         "workflow_id": run.conversation_id,
         "workflow_type": body.workflow_type,
@@ -187,25 +134,8 @@ async def execute_workflow(body: WorkflowRequest, services: ServicesDep) -> dict
 @router.get("/workflows/{workflow_id}", dependencies=[OPERATOR_ONLY])
 async def get_workflow(workflow_id: str, services: ServicesDep) -> dict[str, Any]:
     """The workflow's state, runs, replies so far and shared memory."""
-    conversation = await workflow_or_404(services, workflow_id)
-    runs = await services.store.list_runs(workflow_id)
-    messages = await services.store.list_messages(workflow_id)
     return {
-        "workflow_id": workflow_id,
-        "workflow_type": conversation.kind,
-        "state": conversation.state,
-        "definition": conversation.definition,
-        "metadata": conversation.metadata,
-        "active_agent": conversation.active_agent,
-        "created_at": conversation.created_at,
-        "updated_at": conversation.updated_at,
-        "runs": [{"run_id": r.id, "status": r.status, "error_code": r.error_code} for r in runs],
-        "results": [
-            {"agent": m.agent, "content": m.content, "status": m.status, "run_id": m.run_id}
-            for m in messages
-            if m.role == "assistant"
-        ],
-        "memory": await services.group.memory_facts(workflow_id),
+        **await services.parley.workflows.status(workflow_id),
         **workflow_links(workflow_id),
     }
 
@@ -213,10 +143,7 @@ async def get_workflow(workflow_id: str, services: ServicesDep) -> dict[str, Any
 @router.get("/workflows/{workflow_id}/visualization", dependencies=[OPERATOR_ONLY])
 async def workflow_visualization(workflow_id: str, services: ServicesDep) -> dict[str, Any]:
     """Agents as nodes, handoffs and messages as edges with counts, and a timeline."""
-    conversation = await workflow_or_404(services, workflow_id)
-    events = await services.runs.conversation_events(workflow_id)
-    messages = await services.store.list_agent_messages(workflow_id)
-    return visualize(conversation, events, messages)
+    return await services.parley.workflows.visualization(workflow_id)
 
 
 class AgentMessageRequest(StorableInput):
@@ -234,23 +161,9 @@ async def send_agent_message(
 ) -> dict[str, Any]:
     """A message from one agent to another; the receiver reads it at its next turn. A
     `handoff` also makes the receiver the conversation's active agent."""
-    await workflow_or_404(services, workflow_id)
-    for name in (body.from_agent, body.to_agent):
-        spec_or_404(name)
-    message = AgentMessage(
-        id=uuid.uuid4().hex,
-        conversation_id=workflow_id,
-        from_agent=body.from_agent,
-        to_agent=body.to_agent,
-        kind=body.kind,
-        content=body.content,
-        created_at=time.time(),
+    message = await services.parley.workflows.send_message(
+        workflow_id, body.from_agent, body.to_agent, body.kind, body.content
     )
-    await services.store.add_agent_message(message)
-    if body.kind == "handoff":
-        await services.store.update_conversation(workflow_id, active_agent=body.to_agent)
-    frame = {"type": "agent.message", **message.model_dump()}
-    await services.bus.announce(workflow_id, frame)
     return message.model_dump()
 
 
@@ -258,37 +171,13 @@ class StateChange(BaseModel):
     action: Literal["pause", "resume", "cancel"]
 
 
-TRANSITIONS = {
-    "pause": ({"active"}, "paused"),
-    "resume": ({"paused"}, "active"),
-    "cancel": ({"active", "paused"}, "cancelled"),
-}
-
-
 @router.patch("/workflows/{workflow_id}/state", dependencies=[OPERATOR_ONLY])
 async def change_state(
     workflow_id: str, body: StateChange, services: ServicesDep
 ) -> dict[str, Any]:
     """Pause (between steps), resume, or cancel (stops the running step) a workflow."""
-    conversation = await workflow_or_404(services, workflow_id)
-    allowed, new_state = TRANSITIONS[body.action]
-    if conversation.state not in allowed:
-        raise ApiError(
-            409,
-            "invalid_state",
-            f"Cannot {body.action} a workflow that is {conversation.state}.",
-        )
-    await services.store.update_conversation(workflow_id, state=new_state)
-    if body.action == "pause":
-        services.workflows.pause(workflow_id)
-    else:
-        services.workflows.resume(workflow_id)
-    if body.action == "cancel":
-        for run in list(services.runs.active.values()):
-            if run.conversation_id == workflow_id:
-                await services.runs.stop(run.id, reason="cancelled")
-    await services.bus.announce(workflow_id, {"type": "workflow.state", "state": new_state})
-    return {"workflow_id": workflow_id, "state": new_state}
+    state = await services.parley.workflows.change_state(workflow_id, body.action)
+    return {"workflow_id": workflow_id, "state": state}
 
 
 @router.delete(
@@ -298,6 +187,5 @@ async def change_state(
     dependencies=[OPERATOR_ONLY],
 )
 async def delete_workflow(workflow_id: str, services: ServicesDep) -> Response:
-    if not await services.runs.erase(workflow_id):
-        raise ApiError(404, "workflow_not_found", f"No workflow {workflow_id}.")
+    await services.parley.workflows.delete(workflow_id)
     return Response(status_code=204)

@@ -4,8 +4,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from app.api.errors import ApiError
-from app.api.text_checks import StorableInput, is_blank
+from app.service.text_checks import StorableInput
 
 
 class ChatRequest(StorableInput):
@@ -23,16 +22,3 @@ class ChatRequest(StorableInput):
     metadata: dict[str, Any] | None = Field(
         default=None, description="Free-form context stored with a new conversation."
     )
-
-
-def checked_message(text: str, max_chars: int) -> str:
-    """The message as sent, or a 4xx that says what is wrong with it."""
-    if is_blank(text):
-        raise ApiError(422, "empty_message", "The message is empty: it has no visible characters.")
-    if len(text) > max_chars:
-        raise ApiError(
-            413,
-            "message_too_long",
-            f"The message has {len(text)} characters; the limit is {max_chars}.",
-        )
-    return text

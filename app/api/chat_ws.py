@@ -25,16 +25,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from app.api.callers import client_ip, deny, socket_caller
 from app.api.deps import Services, get_ws_services
-from app.api.errors import BUS_UNAVAILABLE_MESSAGE, ApiError, error_body
-from app.api.text_checks import UNSTORABLE_TEXT, StorableInput
-from app.api.visitor_turns import start_visitor_turn
-from app.bus import BusUnavailable
-from app.engine.runs import ConversationNotFound, RunNotFound
+from app.api.errors import BUS_UNAVAILABLE_MESSAGE, error_body
+from app.errors import ApiError, BusUnavailable, ConversationNotFound, RunNotFound, StoreUnavailable
 from app.security import Caller
-from app.security.access import conversation_of_run, deny, socket_caller
-from app.security.limits import client_ip
-from app.store import StoreUnavailable
+from app.service.text_checks import UNSTORABLE_TEXT, StorableInput
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger(__name__)
@@ -180,8 +176,6 @@ class ChatSocket:
                         await self._require_run(run_id, frame.conversation_token)
                     await self._stop(run_id)
                 case ResumeFrame():
-                    if not await self.services.runs.run_exists(frame.run_id):
-                        raise RunNotFound(frame.run_id)
                     await self._require_run(frame.run_id, frame.conversation_token)
                     self._forward(frame.run_id, frame.after_seq)
                 case PingFrame():
@@ -199,23 +193,18 @@ class ChatSocket:
         except BusUnavailable:
             self.send_error("bus_unavailable", BUS_UNAVAILABLE_MESSAGE)
 
-    def _require(self, conversation_id: str, token: str | None) -> None:
-        """The socket may use the conversation (once shown, for the socket's life)."""
-        caller = self.caller.with_tokens(token)
-        self.services.security.require_conversation(caller, conversation_id)
-        self._grant(conversation_id)
-
     def _grant(self, conversation_id: str) -> None:
         self.caller = self.caller.grant(conversation_id)
 
     async def _require_run(self, run_id: str, token: str | None) -> None:
+        """The run exists and the socket may follow or stop it."""
+        await self.services.parley.turns.open_run(self.caller.with_tokens(token), run_id)
         if self.caller.operator is None:
-            self._require(await conversation_of_run(self.services, run_id), token)
+            self._grant(await self.services.parley.turns.conversation_of(run_id))
 
     async def _start(self, frame: MessageFrame) -> None:
         conversation_id = frame.conversation_id or self.conversation_id
-        run = await start_visitor_turn(
-            self.services,
+        run = await self.services.parley.turns.start(
             self.caller.with_tokens(frame.conversation_token),
             frame.message,
             conversation_id,
@@ -225,7 +214,7 @@ class ChatSocket:
         self.conversation_id = run.conversation_id
         self.current_run_id = run.id
         self._grant(run.conversation_id)
-        token = self.services.security.token_for(run.conversation_id)
+        token = self.services.parley.turns.token_for(run.conversation_id)
         self.send(
             {
                 "type": "conversation",
@@ -241,7 +230,7 @@ class ChatSocket:
             return
         # Stopping waits for the run to save its partial reply; the events arrive
         # through the forwarder meanwhile, so the reader need not wait.
-        task = asyncio.create_task(self.services.runs.stop(run_id))
+        task = asyncio.create_task(self.services.parley.turns.stop(self.caller, run_id))
         self.forwarders.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._stop_done)
 
@@ -253,7 +242,7 @@ class ChatSocket:
     def _forward(self, run_id: str, after_seq: int) -> None:
         async def forward() -> None:
             try:
-                async for batch in self.services.runs.follow_batches(run_id, after_seq):
+                async for batch in self.services.parley.turns.follow_batches(run_id, after_seq):
                     self.send(*(event.to_json() for event in batch))
             except BusUnavailable:
                 self.send_error("bus_unavailable", BUS_UNAVAILABLE_MESSAGE)

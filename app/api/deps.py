@@ -1,38 +1,23 @@
-"""The server's long-lived parts, built once in the lifespan and reached from routers."""
+"""What the routers reach: the use cases, and the parts of the HTTP edge itself (who calls,
+rates and open streams, metrics, the shutdown), built once in the lifespan."""
 
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
 from fastapi import Depends, Request, WebSocket
 
 from app.api.shutdown import GracefulShutdown
-from app.bus import Bus
 from app.config import Settings
-from app.engine.group import Group
-from app.engine.runs import RunManager
-from app.engine.workflows import WorkflowControl
-from app.integrations.setup import Integrations
-from app.llm.factory import LLMProvider
 from app.observability.metrics import Metrics
 from app.security import Security
 from app.security.limits import Limits
-from app.store import Store
-from app.webhooks.dispatcher import WebhookDispatcher
+from app.service.parley import Parley
 
 
 @dataclass
 class Services:
     settings: Settings
-    store: Store
-    bus: Bus
-    http: httpx.AsyncClient
-    provider: LLMProvider
-    group: Group
-    workflows: WorkflowControl
-    runs: RunManager
-    integrations: Integrations
-    webhooks: WebhookDispatcher
+    parley: Parley
     security: Security
     limits: Limits
     metrics: Metrics

@@ -7,9 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.bus import BusUnavailable
-from app.engine.runs import ConversationNotFound, RunNotFound
-from app.store import StoreUnavailable
+from app.errors import ApiError, BusUnavailable, ConversationNotFound, RunNotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +15,6 @@ BUS_UNAVAILABLE_MESSAGE = (
     "The server cannot reach its event bus (Redis) right now, so it can neither start nor "
     "stream a reply; please try again in a moment."
 )
-
-
-class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
 
 
 def error_body(code: str, message: str, request_id: str | None) -> dict:

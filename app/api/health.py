@@ -8,24 +8,17 @@ or Redis host) and the running turns. The LLM is probed at most once per
 LLM_PROBE_CACHE_SECONDS however often /health and /api/agents/health are called.
 """
 
-import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app.api.deps import Services, ServicesDep
-from app.api.errors import ApiError
-from app.llm.factory import LLMProvider, probe_provider
-from app.security.operators import bearer
+from app.api.callers import bearer
+from app.api.deps import ServicesDep
+from app.errors import ApiError
 
 router = APIRouter(tags=["health"])
-
-# A load balancer polls /health: a bus that does not answer within this is reported as
-# an error rather than holding the check for the client's whole socket timeout.
-BUS_PING_SECONDS = 2.0
 
 # What anyone may see of the answer: each key, and which of its fields (None: all).
 PUBLIC_FIELDS: dict[str, tuple[str, ...] | None] = {
@@ -72,101 +65,13 @@ async def caller_is_operator(
 IsOperatorDep = Annotated[bool, Depends(caller_is_operator)]
 
 
-class LlmProbe:
-    """The LLM's reachability, probed at most once per `ttl` seconds however many ask
-    (concurrent callers wait for the one probe in flight)."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._answer: tuple[bool, str] = (False, "")
-        self._provider: LLMProvider | None = None
-        self._at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def check(self, services: Services) -> tuple[bool, str]:
-        async with self._lock:
-            fresh = time.monotonic() - self._at < self.ttl
-            if not fresh or self._provider is not services.provider:
-                self._answer = await probe_provider(
-                    services.provider, services.settings, services.http
-                )
-                self._provider, self._at = services.provider, time.monotonic()
-            return self._answer
-
-
-async def llm_probe(request: Request, services: ServicesDep) -> tuple[bool, str]:
-    """The LLM's reachability and why, from the app's one probe (made at first use)."""
-    state = request.app.state
-    if not hasattr(state, "llm_probe"):
-        state.llm_probe = LlmProbe(services.settings.llm_probe_cache_seconds)
-    return await state.llm_probe.check(services)
-
-
-LlmProbeDep = Annotated[tuple[bool, str], Depends(llm_probe)]
-
-
-def integration(key: str | None) -> dict[str, str]:
-    return {"status": "configured" if key else "not_configured"}
-
-
-def failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-async def check_bus(services: Services) -> dict[str, str]:
-    bus = {"backend": services.bus.name}
-    try:
-        await asyncio.wait_for(services.bus.ping(), BUS_PING_SECONDS)
-        bus["status"] = "ok"
-    except TimeoutError:
-        bus.update(status="error", error=f"no answer within {BUS_PING_SECONDS:g}s")
-    except Exception as exc:  # reported, not raised, like the store's
-        bus.update(status="error", error=failure(exc))
-    return bus
-
-
 @router.get("/health")
-async def health(services: ServicesDep, llm: LlmProbeDep, operator: IsOperatorDep) -> JSONResponse:
+async def health(services: ServicesDep, operator: IsOperatorDep) -> JSONResponse:
     """`status` is `ok` (200) when the store and the bus answer, `degraded` (503) when
     either does not, and `draining` (503) once a graceful shutdown has begun, so that a
     load balancer stops sending new visitors. The LLM and integrations are reported as
     they are (the offline engine keeps the server usable without an LLM). Operators also
     see addresses, reasons and error texts."""
-    settings = services.settings
-    store: dict[str, Any] = {"backend": services.store.name}
-    try:
-        await services.store.ping()
-        store["status"] = "ok"
-    except Exception as exc:  # any failure of the store is reported, not raised
-        store.update(status="error", error=failure(exc))
-    bus = await check_bus(services)
-    reachable, detail = llm
-    provider = services.provider
-    if services.shutdown.draining:
-        status = "draining"
-    elif store["status"] == bus["status"] == "ok":
-        status = "ok"
-    else:
-        status = "degraded"
-    body = {
-        "status": status,
-        "store": store,
-        "bus": bus,
-        "llm": {
-            "provider": provider.name,
-            "model": provider.model_name,
-            "host": provider.host,
-            "reachable": reachable,
-            "status": "ok" if reachable else "error",
-            "reason": provider.reason,
-            "detail": detail,
-        },
-        "runs": {"active": len(services.runs.active)},
-        "operator_auth": services.security.operators.mode,
-        "hubspot": integration(settings.crm_api_key),
-        "sendgrid": integration(settings.email_api_key),
-        "google_calendar": integration(settings.calendar_api_key),
-    }
-    return JSONResponse(
-        body if operator else public_view(body), status_code=200 if status == "ok" else 503
-    )
+    body = await services.parley.status.health(draining=services.shutdown.draining)
+    status = 200 if body["status"] == "ok" else 503
+    return JSONResponse(body if operator else public_view(body), status_code=status)

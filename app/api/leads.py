@@ -6,14 +6,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.api.callers import OPERATOR_ONLY, ChatCallerDep, client_ip
 from app.api.deps import ServicesDep
-from app.api.errors import ApiError
-from app.api.text_checks import StorableInput
-from app.api.visitor_turns import admit_visitor
-from app.engine.leads import LeadFields, analyze_lead, record_lead
-from app.security import OPERATOR_ONLY
-from app.security.access import ChatCallerDep
-from app.security.limits import client_ip
+from app.engine.leads import LeadFields
+from app.errors import ApiError
+from app.service.text_checks import StorableInput
 from app.store.models import Lead
 
 router = APIRouter(prefix="/api/leads", tags=["leads"])
@@ -49,22 +46,9 @@ async def submit_lead(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ApiError(422, "invalid_lead", problems) from None
-    message = await admit_visitor(
-        services, caller, submission.message, None, None, client_ip(request)
+    return await services.parley.leads.submit(
+        caller, submission.fields, submission.message, submission.source, client_ip(request)
     )
-    # The lead exists before the conversation's first turn, which may update it.
-    conversation = await services.runs.open_conversation({"source": submission.source})
-    lead = await record_lead(
-        services.store, conversation.id, submission.fields, source=submission.source
-    )
-    run = await services.runs.submit(message, conversation.id) if message is not None else None
-    return {
-        "lead": lead.model_dump(),
-        "conversation_id": conversation.id,
-        "conversation_token": services.security.token_for(conversation.id),
-        "run_id": run.id if run else None,
-        "events_url": f"/api/chat/runs/{run.id}/events" if run else None,
-    }
 
 
 @router.get("", response_model=LeadPage, dependencies=[OPERATOR_ONLY])
@@ -78,24 +62,17 @@ async def list_leads(
 ) -> LeadPage:
     """Leads, newest first, filtered by stage, minimum score and creation time."""
     since = created_since.timestamp() if created_since else None
-    items, total = await services.store.list_leads(stage, min_score, since, limit, offset)
+    items, total = await services.parley.leads.page(stage, min_score, since, limit, offset)
     return LeadPage(items=items, total=total, limit=limit, offset=offset)
-
-
-async def lead_or_404(services: ServicesDep, lead_id: str) -> Lead:
-    lead = await services.store.get_lead(lead_id)
-    if lead is None:
-        raise ApiError(404, "lead_not_found", f"No lead {lead_id}.")
-    return lead
 
 
 @router.get("/{lead_id}", response_model=Lead, dependencies=[OPERATOR_ONLY])
 async def get_lead(lead_id: str, services: ServicesDep) -> Lead:
-    return await lead_or_404(services, lead_id)
+    return await services.parley.leads.get(lead_id)
 
 
 @router.post("/{lead_id}/analyze", response_model=Lead, dependencies=[OPERATOR_ONLY])
 async def analyze(lead_id: str, services: ServicesDep) -> Lead:
     """Re-score the lead from its fields and what the visitor said, and summarise the
     conversation."""
-    return await analyze_lead(services.store, await lead_or_404(services, lead_id))
+    return await services.parley.leads.analyze(lead_id)

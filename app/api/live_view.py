@@ -13,12 +13,12 @@ from collections import OrderedDict
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from app.api.approvals import Decision, decide
-from app.api.deps import Services, get_ws_services
-from app.api.errors import ApiError, error_body
-from app.engine.events import Event
-from app.engine.visualization import visualize
-from app.security.access import deny, socket_operator
+from app.api.approvals import Decision
+from app.api.callers import deny, socket_operator
+from app.api.deps import get_ws_services
+from app.api.errors import error_body
+from app.errors import ApiError
+from app.events import Event
 
 router = APIRouter(tags=["workflows"])
 
@@ -43,28 +43,6 @@ class SharedFrames:
 FRAMES = SharedFrames()
 
 
-async def snapshot(services: Services, workflow_id: str) -> tuple[dict, dict[str, int]] | None:
-    conversation = await services.store.get_conversation(workflow_id)
-    if conversation is None:
-        return None
-    events = await services.runs.conversation_events(workflow_id)
-    graph = visualize(conversation, events, await services.store.list_agent_messages(workflow_id))
-    lead = await services.store.get_lead_for_conversation(workflow_id)
-    seen: dict[str, int] = {}
-    for event in events:
-        seen[event.run_id] = max(seen.get(event.run_id, 0), event.seq)
-    frame = {
-        "type": "snapshot",
-        **{k: graph[k] for k in ("workflow_id", "workflow_type", "state", "active_agent")},
-        "nodes": graph["nodes"],
-        "edges": graph["edges"],
-        "memory": await services.group.memory_facts(workflow_id),
-        "lead": lead.model_dump() if lead else None,
-        "events": [json.loads(e.to_json()) for e in events],
-    }
-    return frame, seen
-
-
 @router.websocket("/api/ws/workflows/{workflow_id}")
 async def live_view(websocket: WebSocket, workflow_id: str) -> None:
     services = get_ws_services(websocket)
@@ -74,9 +52,10 @@ async def live_view(websocket: WebSocket, workflow_id: str) -> None:
         await deny(websocket, exc)
         return
     await websocket.accept(subprotocol=subprotocol)
-    subscription = services.bus.watch(workflow_id)
+    workflows = services.parley.workflows
+    subscription = workflows.watch(workflow_id)
     try:
-        taken = await snapshot(services, workflow_id)
+        taken = await workflows.snapshot(workflow_id)
         if taken is None:
             request_id = websocket.scope.get("state", {}).get("request_id")
             body = error_body("workflow_not_found", f"No workflow {workflow_id}.", request_id)
@@ -94,7 +73,7 @@ async def live_view(websocket: WebSocket, workflow_id: str) -> None:
                         continue  # already in the snapshot
                     await websocket.send_text(FRAMES.json_of(live))
                 else:
-                    await websocket.send_text(json.dumps(live))
+                    await websocket.send_text(live.to_json())
         finally:
             reader.cancel()
     except WebSocketDisconnect:
@@ -123,7 +102,8 @@ async def _decide(websocket: WebSocket, frame: dict) -> None:
     """`{"type": "approval", "approval_id", "approved", "by"?}` from an operator's view."""
     try:
         decision = Decision.model_validate(frame)
-        await decide(get_ws_services(websocket), str(frame.get("approval_id")), decision)
+        approvals = get_ws_services(websocket).parley.approvals
+        await approvals.decide(str(frame.get("approval_id")), decision.approved, decision.by)
     except ValidationError as exc:
         await websocket.send_text(
             json.dumps(

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request, Response
 
-from app.security import OPERATOR_ONLY
+from app.api.callers import OPERATOR_ONLY
 
 router = APIRouter(tags=["operations"])
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.api.errors import ApiError
+from app.errors import ApiError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 

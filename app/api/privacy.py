@@ -6,11 +6,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.agents import AGENTS
+from app.api.callers import ChatCallerDep
 from app.api.deps import ServicesDep
-from app.api.errors import ApiError
-from app.security import ChatCallerDep
-from app.store.export import export_conversation
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 
@@ -24,10 +21,7 @@ async def export(conversation_id: str, services: ServicesDep, caller: ChatCaller
     with their events, shared memory, lead, agents' saved state, tool logs, approvals,
     agent-to-agent messages, the side-effect ledger (business actions taken) and the
     webhook deliveries about it with their attempts."""
-    services.security.require_conversation(caller, conversation_id)
-    document = await export_conversation(services.store, conversation_id, list(AGENTS))
-    if document is None:
-        raise ApiError(404, "conversation_not_found", f"No conversation {conversation_id}.")
+    document = await services.parley.conversations.export(caller, conversation_id)
     filename = f"parley-conversation-{conversation_id[:64]}.json"
     return JSONResponse(
         document, headers={"Content-Disposition": f'attachment; filename="{filename}"'}

@@ -25,11 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from sse_starlette.sse import AppStatus
 
-from app.engine.runs import RunManager
 from app.security.limits import Limits
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,19 @@ def is_same_stop(first_at: float, now: float, worker: bool) -> bool:
     return worker and now - first_at < SAME_STOP_SECONDS
 
 
+class Turns(Protocol):
+    """The running turns, as the shutdown sees them."""
+
+    def counts(self) -> tuple[int, int]: ...
+
+    async def all_done(self) -> None: ...
+
+    async def shutdown(self, grace: float = 0.0) -> None: ...
+
+
 class GracefulShutdown:
-    def __init__(self, runs: RunManager, limits: Limits, grace_seconds: float) -> None:
-        self.runs = runs
+    def __init__(self, turns: Turns, limits: Limits, grace_seconds: float) -> None:
+        self.turns = turns
         self.limits = limits
         self.grace = grace_seconds
         # A process uvicorn started (a worker of `--workers`, or under `--reload`).
@@ -104,13 +113,13 @@ class GracefulShutdown:
         then hand the signal to uvicorn."""
         self.limits.draining = True
         try:
-            active = len(self.runs.active)
+            active = self.turns.counts()[0]
             if active:
                 log.info("shutting down: %d running turn(s) get %gs to finish", active, self.grace)
             await self._grace_period()
-            if self._hurry.is_set() and self.runs.active:
-                log.info("second signal: stopping %d running turn(s) now", len(self.runs.active))
-            await self.runs.shutdown()  # stops what is still running, keeping partial replies
+            if self._hurry.is_set() and (active := self.turns.counts()[0]):
+                log.info("second signal: stopping %d running turn(s) now", active)
+            await self.turns.shutdown()  # stops what is still running, keeping partial replies
             await asyncio.sleep(FLUSH_SECONDS)
         except Exception:
             log.exception("could not end the running turns before shutting down")
@@ -121,9 +130,9 @@ class GracefulShutdown:
 
     async def _grace_period(self) -> None:
         """Until the running turns have ended, the grace is over, or a second signal."""
-        if self.grace <= 0 or not self.runs.active:
+        if self.grace <= 0 or not self.turns.counts()[0]:
             return
-        ended = asyncio.gather(*(run.done.wait() for run in self.runs.active.values()))
+        ended = asyncio.ensure_future(self.turns.all_done())
         hurry = asyncio.ensure_future(self._hurry.wait())
         try:
             await asyncio.wait(

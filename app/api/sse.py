@@ -9,8 +9,8 @@ from typing import Any
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.errors import ApiError
-from app.engine.events import Event
+from app.errors import ApiError
+from app.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,15 @@
-"""Webhooks: register a URL for events, list and delete them, read and replay deliveries."""
+"""Webhooks: register a URL for events, list and delete them, rotate their secrets, read
+and replay deliveries."""
 
-import asyncio
-import secrets
-import time
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.api.callers import OPERATOR_ONLY
 from app.api.deps import ServicesDep
-from app.api.errors import ApiError
-from app.config import Settings
-from app.security import OPERATOR_ONLY
+from app.errors import ApiError
 from app.store.models import Webhook, WebhookDelivery, WebhookEventType
-from app.webhooks.targets import HostUnresolved, TargetRefused, check_url
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], dependencies=[OPERATOR_ONLY])
 
@@ -38,8 +33,11 @@ class WebhookRegistration(BaseModel):
         return list(dict.fromkeys(value))
 
 
+SECRET_FIELDS = {"secret", "previous_secret"}
+
+
 class WebhookInfo(BaseModel):
-    """A webhook as listed: everything but its secret."""
+    """A webhook as listed: everything but its secrets."""
 
     id: str
     url: str
@@ -47,16 +45,27 @@ class WebhookInfo(BaseModel):
     active: bool
     description: str | None
     created_at: float
+    previous_secret_expires_at: float | None = Field(
+        default=None,
+        description="Until when the secret replaced by the last rotation still signs "
+        "deliveries (Unix seconds); null if never rotated.",
+    )
 
     @classmethod
     def of(cls, webhook: Webhook) -> "WebhookInfo":
-        return cls.model_validate(webhook.model_dump(exclude={"secret"}))
+        return cls.model_validate(webhook.model_dump(exclude=SECRET_FIELDS))
 
 
 class RegisteredWebhook(WebhookInfo):
-    """A new webhook with its signing secret, which is shown only here."""
+    """A webhook with its new signing secret, which is shown only here."""
 
     secret: str
+
+    @classmethod
+    def with_secret(cls, webhook: Webhook) -> "RegisteredWebhook":
+        return cls.model_validate(
+            {**webhook.model_dump(exclude=SECRET_FIELDS), "secret": webhook.secret}
+        )
 
 
 class WebhookList(BaseModel):
@@ -67,30 +76,10 @@ class DeliveryList(BaseModel):
     items: list[WebhookDelivery]
 
 
-async def checked_url(url: str, settings: Settings) -> str:
-    """The URL if webhooks may send to it, else a 422 `invalid_webhook_url` saying why:
-    http(s) only, no credentials or control characters, and a host that resolves to
-    public addresses only (unless WEBHOOK_ALLOW_PRIVATE). Deliveries check it again."""
-    try:
-        async with asyncio.timeout(settings.webhook_timeout_seconds):
-            await check_url(url, settings.webhook_allow_private)
-    except TargetRefused as exc:
-        why = exc.reason
-        if exc.private:
-            why += "; webhooks go to public addresses unless WEBHOOK_ALLOW_PRIVATE=true"
-    except HostUnresolved as exc:
-        why = f"{exc}; check the host name"
-    except TimeoutError:
-        why = "its host did not resolve in time; check the host name"
-    else:
-        return url
-    raise ApiError(422, "invalid_webhook_url", f"The webhook URL is refused: {why}.")
-
-
 @router.post("", status_code=201, response_model=RegisteredWebhook)
 async def register_webhook(body: dict[str, Any], services: ServicesDep) -> RegisteredWebhook:
-    """Register a URL for events. The response carries the secret that signs every
-    delivery (`X-Parley-Signature`); it is not shown again."""
+    """Register a URL for events. The response carries the `whsec_` secret that signs
+    every delivery (Standard Webhooks' `webhook-signature`); it is not shown again."""
     try:
         registration = WebhookRegistration.model_validate(body)
     except ValidationError as exc:
@@ -98,30 +87,32 @@ async def register_webhook(body: dict[str, Any], services: ServicesDep) -> Regis
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ApiError(422, "invalid_webhook", problems) from None
-    webhook = Webhook(
-        id=uuid.uuid4().hex,
-        url=await checked_url(registration.url, services.settings),
-        events=registration.events,
-        secret=f"whsec_{secrets.token_urlsafe(32)}",
-        description=registration.description,
-        created_at=time.time(),
+    webhook = await services.parley.webhooks.register(
+        registration.url, registration.events, registration.description
     )
-    await services.store.create_webhook(webhook)
-    return RegisteredWebhook.model_validate(webhook.model_dump())
+    return RegisteredWebhook.with_secret(webhook)
 
 
 @router.get("", response_model=WebhookList)
 async def list_webhooks(services: ServicesDep) -> WebhookList:
     """Every webhook, oldest first, without secrets."""
-    return WebhookList(items=[WebhookInfo.of(w) for w in await services.store.list_webhooks()])
+    return WebhookList(items=[WebhookInfo.of(w) for w in await services.parley.webhooks.all()])
 
 
 @router.delete("/{webhook_id}", status_code=204)
 async def delete_webhook(webhook_id: str, services: ServicesDep) -> Response:
     """Delete the webhook with its deliveries; nothing more is sent to it."""
-    if not await services.store.delete_webhook(webhook_id):
-        raise ApiError(404, "webhook_not_found", f"No webhook {webhook_id}.")
+    await services.parley.webhooks.delete(webhook_id)
     return Response(status_code=204)
+
+
+@router.post("/{webhook_id}/rotate-secret", response_model=RegisteredWebhook)
+async def rotate_secret(webhook_id: str, services: ServicesDep) -> RegisteredWebhook:
+    """Issue a new secret, shown only in this response. The one it replaces keeps signing
+    deliveries next to it for WEBHOOK_SECRET_GRACE_SECONDS (until
+    `previous_secret_expires_at`), so receivers can switch without missing one. Rotating
+    again within that time drops the older secret at once: two at most sign."""
+    return RegisteredWebhook.with_secret(await services.parley.webhooks.rotate_secret(webhook_id))
 
 
 @router.get("/{webhook_id}/deliveries", response_model=DeliveryList)
@@ -131,16 +122,11 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DeliveryList:
     """The webhook's latest deliveries, newest first, each with its attempts."""
-    if await services.store.get_webhook(webhook_id) is None:
-        raise ApiError(404, "webhook_not_found", f"No webhook {webhook_id}.")
-    return DeliveryList(items=await services.store.list_webhook_deliveries(webhook_id, limit))
+    return DeliveryList(items=await services.parley.webhooks.deliveries(webhook_id, limit))
 
 
 @router.post("/deliveries/{delivery_id}/replay", status_code=202, response_model=WebhookDelivery)
 async def replay_delivery(delivery_id: str, services: ServicesDep) -> WebhookDelivery:
     """Send a delivery's payload again: a new delivery (its `replay_of` names this one)
     with the same payload `id` and attempts of its own; the original stays as it was."""
-    delivery = await services.webhooks.replay(delivery_id)
-    if delivery is None:
-        raise ApiError(404, "delivery_not_found", f"No webhook delivery {delivery_id}.")
-    return delivery
+    return await services.parley.webhooks.replay(delivery_id)

@@ -1,8 +1,9 @@
 """Event fan-out: every consumer of a run reads the same log through a bus."""
 
-from app.bus.base import Bus, BusUnavailable, ConversationLock
+from app.bus.base import Bus, ConversationLock
 from app.bus.memory import InProcessBus
 from app.config import Settings
+from app.errors import BusUnavailable
 
 __all__ = ["Bus", "BusUnavailable", "ConversationLock", "InProcessBus", "open_bus"]
 

@@ -5,16 +5,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from app.engine.events import Event
-
-
-class BusUnavailable(Exception):
-    """The bus cannot be reached (e.g. Redis is down or does not answer): a turn can
-    neither start nor be followed (the API answers 503 `bus_unavailable`)."""
+from app.events import Event, Notice
 
 
 class Subscription(Protocol):
-    def __aiter__(self) -> AsyncIterator[Event | dict]: ...
+    def __aiter__(self) -> AsyncIterator[Event | Notice]: ...
 
     def close(self) -> None: ...
 
@@ -34,9 +29,9 @@ class Bus(Protocol):
 
     def watch(self, conversation_id: str) -> "Subscription":
         """Every event of the conversation's runs from the moment of the call, and the
-        frames (dicts with a `type`) published with `announce`; close() to stop."""
+        notices published with `announce`; close() to stop."""
 
-    async def announce(self, conversation_id: str, frame: dict) -> None:
+    async def announce(self, notice: Notice) -> None:
         """Tell the conversation's watchers about a change made outside any run."""
 
     async def events_so_far(self, run_id: str) -> list[Event]:

@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from app.bus.base import ReadPacer
-from app.engine.events import Event
+from app.events import Event, Notice
 
 
 class RunLog:
@@ -48,7 +48,7 @@ class Watch:
     """A subscription to a conversation's frames, live from the moment it is made."""
 
     def __init__(self, registry: dict[str, set], conversation_id: str) -> None:
-        self._queue: asyncio.Queue[Event | dict | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event | Notice | None] = asyncio.Queue()
         self._registry = registry
         self._conversation_id = conversation_id
         registry.setdefault(conversation_id, set()).add(self._queue)
@@ -56,7 +56,7 @@ class Watch:
     def __aiter__(self) -> "Watch":
         return self
 
-    async def __anext__(self) -> Event | dict:
+    async def __anext__(self) -> Event | Notice:
         frame = await self._queue.get()
         if frame is None:
             raise StopAsyncIteration
@@ -80,7 +80,7 @@ class InProcessBus:
     def __init__(self, finished_ttl_seconds: float = 900.0, watcher_backlog: int = 10_000) -> None:
         self._logs: dict[str, RunLog] = {}
         self._ttl = finished_ttl_seconds
-        self._watchers: dict[str, set[asyncio.Queue[Event | dict | None]]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[Event | Notice | None]]] = {}
         self._backlog = watcher_backlog
 
     async def publish(self, event: Event) -> None:
@@ -98,7 +98,7 @@ class InProcessBus:
             log = self._logs[run_id] = RunLog()
         return log.follow(after_seq)
 
-    def _deliver(self, conversation_id: str, frame: Event | dict) -> None:
+    def _deliver(self, conversation_id: str, frame: Event | Notice) -> None:
         watchers = self._watchers.get(conversation_id)
         if not watchers:
             return  # the common case, on every token: nobody watches the conversation
@@ -113,8 +113,8 @@ class InProcessBus:
     def watch(self, conversation_id: str) -> "Watch":
         return Watch(self._watchers, conversation_id)
 
-    async def announce(self, conversation_id: str, frame: dict) -> None:
-        self._deliver(conversation_id, frame)
+    async def announce(self, notice: Notice) -> None:
+        self._deliver(notice.conversation_id, notice)
 
     async def events_so_far(self, run_id: str) -> list[Event]:
         log = self._logs.get(run_id)

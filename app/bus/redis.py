@@ -38,9 +38,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError, RedisError, ResponseError
 
-from app.bus.base import BusUnavailable, ReadPacer
+from app.bus.base import ReadPacer
 from app.bus.memory import Watch
-from app.engine.events import Event, parse_event
+from app.errors import BusUnavailable
+from app.events import Event, Notice, parse_event, parse_frame
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class RedisBus:
         self._lock_ttl = lock_ttl_seconds
         self._backlog = watcher_backlog
         self._redis: aioredis.Redis | None = None
-        self._watchers: dict[str, set[asyncio.Queue[Event | dict | None]]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[Event | Notice | None]]] = {}
         self._publish_locks: dict[str, asyncio.Lock] = {}
         self._stop_handlers: list[Callable[[str, str], None]] = []
         self._tails: dict[str, _Tail] = {}
@@ -349,10 +350,11 @@ class RedisBus:
         return Watch(self._watchers, conversation_id)
 
     @reaching_redis
-    async def announce(self, conversation_id: str, frame: dict) -> None:
-        await self.redis.publish(self._key("watch", conversation_id), json.dumps({"frame": frame}))
+    async def announce(self, notice: Notice) -> None:
+        key = self._key("watch", notice.conversation_id)
+        await self.redis.publish(key, json.dumps({"frame": notice.model_dump(mode="json")}))
 
-    def _deliver(self, conversation_id: str, frame: Event | dict) -> None:
+    def _deliver(self, conversation_id: str, frame: Event | Notice) -> None:
         for queue in list(self._watchers.get(conversation_id, ())):
             if queue.qsize() >= self._backlog:
                 self._watchers[conversation_id].discard(queue)  # too far behind: cut
@@ -393,10 +395,10 @@ class RedisBus:
                 await asyncio.sleep(1.0)
 
     @staticmethod
-    def _frame(data: dict[str, Any]) -> Event | dict:
+    def _frame(data: dict[str, Any]) -> Event | Notice:
         if "event" in data:
             return parse_event(data["event"])  # type: ignore[return-value]
-        return data["frame"]
+        return parse_frame(data["frame"])
 
     # Several replicas
 

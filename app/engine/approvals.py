@@ -17,8 +17,8 @@ import uuid
 from agentscope.event import ConfirmResult, RequireUserConfirmEvent, UserConfirmResultEvent
 from agentscope.message import ToolCallBlock
 
-from app.engine.events import ApprovalRequested, ApprovalResolved
-from app.engine.runs import Run
+from app.engine.runs.run import Run
+from app.events import ApprovalRequested, ApprovalResolved
 from app.store import Store
 from app.store.models import Approval
 

@@ -68,7 +68,7 @@ async def once(
         )
     if ctx.caps is not None:
         lead = await _lead(ctx)
-        site = ctx.run.conversation.metadata.get("site_key")
+        site = ctx.site_key
         scope = await ctx.caps.admit(
             tool, ctx.run.conversation_id, lead.email if lead else None, site
         )

@@ -25,10 +25,11 @@ from app.engine.flow import (
 )
 from app.engine.leads import VERIFIED, LeadFields, fields_of, record_lead
 from app.engine.memory import SharedMemory
-from app.engine.runs import Run
+from app.engine.runs.run import Run
 from app.engine.steps import Confirm, call_tool
 from app.engine.tools import tool_function
 from app.engine.verification import CODE, MAX_ATTEMPTS, code_matches, typed_code
+from app.observability.tracing import extraction_span
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ class Director:
             if (typed := typed_code(message)) is not None:
                 said.append(await self._check_code(run, agent, email, typed, remembered))
                 message = CODE.sub(" ", message)  # a code is no phone number or budget
-        facts, invalid = grounded(await extract_facts(self.extractor, message, asked), message)
+        with extraction_span():
+            facts, invalid = grounded(await extract_facts(self.extractor, message, asked), message)
         state, _ = await self.state(run.conversation_id)
         fields, refused = _valid(lead_update(facts, state.fields))
         changed = list(fields.known())

@@ -30,18 +30,19 @@ from app.config import Settings
 from app.engine.approvals import FLOW_REPLY, ApprovalDesk, arguments_of, resumption
 from app.engine.caps import SideEffectCaps
 from app.engine.director import Director
-from app.engine.events import AgentStarted, ApprovalResolved, ErrorInfo, Handoff
 from app.engine.extraction import make_extractor
 from app.engine.flow import Brief
 from app.engine.memory import SharedMemory
-from app.engine.runs import Run
+from app.engine.runs.run import Run
 from app.engine.tool_base import CURRENT_TURN, TurnContext
 from app.engine.tools import build_toolkit
 from app.engine.translate import AgentReplyError, AgentStreamTranslator
+from app.events import AgentStarted, ApprovalResolved, ErrorInfo, Handoff
 from app.integrations.setup import Integrations
 from app.llm.errors import classify_llm_error
 from app.llm.factory import LLMProvider
 from app.llm.writer import BRIEF, written_reply
+from app.observability.tracing import agent_span
 from app.security.visitors import load_secret
 from app.store import Store
 
@@ -267,6 +268,7 @@ class Group:
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
             secret=self.secret,
             caps=self.caps,
+            site_key=run.conversation.metadata.get("site_key"),
         )
         CURRENT_TURN.set(ctx)  # the tools of this run's agents work for this run
 
@@ -421,7 +423,8 @@ class Group:
         while True:
             team.ctx.speaking = agent
             team.ctx.visited.add(agent)
-            await self.reply(run, team, agent, inputs, brief=brief)
+            with agent_span(agent):
+                await self.reply(run, team, agent, inputs, brief=brief)
             handoff = team.ctx.take_handoff()
             if handoff is None:
                 return

@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from app.engine.events import LeadUpdated
-from app.engine.runs import Run
+from app.engine.emit import Emit
+from app.events import LeadUpdated
 from app.store import Store
 from app.store.models import Lead
 
@@ -174,7 +174,7 @@ async def record_lead(
     store: Store,
     conversation_id: str | None,
     new_fields: LeadFields,
-    run: Run | None = None,
+    run: Emit | None = None,
     agent: str | None = None,
     source: str = "chat",
     booked: bool = False,

@@ -9,8 +9,8 @@ import re
 import time
 from typing import Any
 
-from app.engine.events import MemoryUpdated
-from app.engine.runs import Run
+from app.engine.emit import Emit
+from app.events import MemoryUpdated
 from app.store import Store
 from app.store.models import MemoryEntry, MemoryScope
 
@@ -37,7 +37,7 @@ def checked(key: str, value: Any) -> tuple[str, Any]:
 class SharedMemory:
     """The memory of one conversation, seen from inside a run (or from the API: no run)."""
 
-    def __init__(self, store: Store, conversation_id: str, run: Run | None = None) -> None:
+    def __init__(self, store: Store, conversation_id: str, run: Emit | None = None) -> None:
         self.store = store
         self.conversation_id = conversation_id
         self.run = run

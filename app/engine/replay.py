@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.events import (
+from app.events import (
     EPHEMERAL_TYPES,
     TERMINAL_TYPES,
     AnyEvent,

@@ -10,10 +10,10 @@ from typing import Any
 
 from agentscope.tool import ToolChunk
 
-from app.engine.events import ToolFinished, ToolStarted
-from app.engine.runs import Run
+from app.engine.runs.run import Run
 from app.engine.tool_base import ToolRefused
 from app.engine.translate import tool_log
+from app.events import ToolFinished, ToolStarted
 
 Confirm = Callable[[Run, str, str, dict[str, Any]], Awaitable[bool]]
 

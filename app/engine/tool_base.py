@@ -13,8 +13,8 @@ from agentscope.tool import ToolChunk
 from pydantic import BaseModel, ValidationError
 
 from app.engine.caps import SideEffectCaps
+from app.engine.emit import Emit
 from app.engine.memory import SharedMemory
-from app.engine.runs import Run
 from app.integrations.result import IntegrationResult
 from app.integrations.setup import Integrations
 from app.store import Store
@@ -30,7 +30,7 @@ class ToolRefused(Exception):
 class TurnContext:
     """What the tools of one run share: the run, its memory, the vendors, the handoffs."""
 
-    run: Run
+    run: Emit
     store: Store
     memory: SharedMemory
     integrations: Integrations
@@ -41,6 +41,7 @@ class TurnContext:
     secret: bytes = b""  # the server's secret, for email confirmation codes
     caps: SideEffectCaps | None = None  # side effects a day, across replicas
     visited: set[str] = field(default_factory=set)  # the agents that had the turn
+    site_key: str | None = None  # the site the conversation came from
 
     def take_handoff(self) -> tuple[str, str] | None:
         handoff, self.pending_handoff = self.pending_handoff, None

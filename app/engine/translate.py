@@ -19,9 +19,9 @@ from agentscope.event import (
 )
 from agentscope.types import ReplyFinishedReason
 
-from app.engine.events import ToolFinished, ToolStarted
 from app.engine.replay import ReplyDraft
-from app.engine.runs import Run
+from app.engine.runs.run import Run
+from app.events import ToolFinished, ToolStarted
 from app.store.models import AgentLog
 
 SECRET_NAMES = ("api_key", "token", "secret", "password", "authorization", "private_key")

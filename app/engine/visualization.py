@@ -4,7 +4,7 @@ from collections import Counter
 from typing import Any
 
 from app.agents import AGENTS
-from app.engine.events import Event
+from app.events import Event
 from app.store.models import AgentMessage, Conversation
 
 VISITOR = "visitor"

@@ -13,9 +13,9 @@ from agentscope.message import Msg, UserMsg
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.agents import AGENTS
-from app.engine.events import ErrorInfo
 from app.engine.group import VISITOR, Group, hint
-from app.engine.runs import Run
+from app.engine.runs.run import Run
+from app.events import ErrorInfo, WorkflowStateChanged
 
 OPERATORS = {
     "==": operator.eq,
@@ -195,11 +195,13 @@ class WorkflowEngine:
         except Exception:
             await self._set_state(run, "failed")
             raise
+        finally:
+            self.control.forget(run.conversation_id)  # its pause gate ends with it
         await self._set_state(run, "completed")
 
     async def _set_state(self, run: Run, state: str) -> None:
         await self.group.store.update_conversation(run.conversation_id, state=state)
-        await run.announce({"type": "workflow.state", "state": state})
+        await run.announce(WorkflowStateChanged(conversation_id=run.conversation_id, state=state))
 
     def classify_error(self, exc: BaseException) -> ErrorInfo:
         return self.group.classify_error(exc)

@@ -4,7 +4,7 @@ import httpx
 import ollama
 import openai
 
-from app.engine.events import ErrorInfo
+from app.events import ErrorInfo
 
 
 def classify_llm_error(exc: BaseException, provider: str, model: str, host: str) -> ErrorInfo:

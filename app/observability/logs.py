@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
+from app.events import RunFinished
 from app.observability import context
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s%(ids)s"
@@ -164,16 +165,14 @@ def configure_logging(settings: Settings) -> None:
 run_log = logging.getLogger("app.runs")
 
 
-def log_finished_run(run: Any, events: list[Any]) -> None:
+def log_finished_run(run: RunFinished) -> None:
     """A run-manager listener: one line per finished run (in the run's log context)."""
-    usage = run.usage
-    error = next((e.data.get("error") for e in events if e.type == "run.failed"), None)
     run_log.info(
         "run %s %s%s: %d output tokens, first token %s ms, %s ms",
-        run.id,
+        run.run_id,
         run.status,
-        f" ({error.get('code')})" if isinstance(error, dict) else "",
-        usage.output_tokens,
-        usage.first_token_ms,
-        usage.duration_ms or run.elapsed_ms(),
+        f" ({run.error.code})" if run.error is not None else "",
+        run.usage.output_tokens,
+        run.usage.first_token_ms,
+        run.duration_ms,
     )

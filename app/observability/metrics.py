@@ -7,7 +7,7 @@ scrape each one (or run one worker per container).
 """
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,10 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from app.store.models import StoredEvent
-
-if TYPE_CHECKING:
-    from app.engine.runs import Run, RunManager
+from app.events import RunFinished, ToolFinished
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +84,15 @@ class Metrics:
             self.open_streams.labels(transport)
             self.slow_readers.labels(transport)
 
-    def watch(self, runs: "RunManager") -> None:
-        """Read the run gauges from `runs` when scraped, and count its finished runs."""
-        self.active_runs.set_function(lambda: len(runs.active))
-        self.queue_depth.set_function(
-            lambda: sum(1 for run in list(runs.active.values()) if run.status == "queued")
-        )
-        runs.listeners.append(self.on_run_finished)
+    def read_runs_from(self, active: Callable[[], int], queued: Callable[[], int]) -> None:
+        """The run gauges are read when scraped: runs queued or running, and queued."""
+        self.active_runs.set_function(active)
+        self.queue_depth.set_function(queued)
 
-    def on_run_finished(self, run: "Run", events: list[StoredEvent]) -> None:
+    def on_run_finished(self, run: RunFinished) -> None:
         self.runs.labels(run.status).inc()
-        if run.status == "failed":
-            code = next(
-                (
-                    e.data.get("error", {}).get("code", "unknown")
-                    for e in reversed(events)
-                    if e.type == "run.failed"
-                ),
-                "unknown",
-            )
-            self.run_errors.labels(code).inc()
+        if run.error is not None:
+            self.run_errors.labels(run.error.code).inc()
         usage = run.usage
         if usage.first_token_ms is not None:
             self.first_token.observe(usage.first_token_ms / 1000)
@@ -115,10 +101,9 @@ class Metrics:
             generating = (usage.duration_ms - (usage.first_token_ms or 0.0)) / 1000
             if run.status == "completed" and generating > 0:
                 self.token_rate.observe(usage.output_tokens / generating)
-        for event in events:
-            if event.type == "tool.finished":
-                tool = str(event.data.get("tool", "unknown"))
-                self.tool_calls.labels(tool, str(event.data.get("status", "unknown"))).inc()
+        for event in run.events:
+            if isinstance(event, ToolFinished):
+                self.tool_calls.labels(event.tool, event.status).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

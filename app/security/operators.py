@@ -14,16 +14,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import httpx
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
 
-from app.api.errors import ApiError
 from app.config import Settings
+from app.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -293,33 +291,3 @@ def issue_token(
     if audience:
         claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm="HS256")
-
-
-# FastAPI dependencies
-
-bearer = HTTPBearer(
-    auto_error=False,
-    description="An operator's JWT (role `operator` or `service_role`). Without JWT_SECRET "
-    "and JWKS_URL, clients on loopback need none.",
-)
-
-
-def operator_auth(request: Request) -> OperatorAuth:
-    return request.app.state.services.security.operators
-
-
-async def require_operator(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Operator:
-    auth = operator_auth(request)
-    token = credentials.credentials if credentials else None
-    host = request.client.host if request.client else None
-    operator = await auth.authenticate(token, host, request.headers)
-    if operator is None:
-        raise auth.missing()
-    return operator
-
-
-OperatorDep = Annotated[Operator, Depends(require_operator)]
-OPERATOR_ONLY = Depends(require_operator)  # for `dependencies=[...]` of routes and routers

@@ -9,8 +9,8 @@ site key and an `Origin` among that key's origins, and CORS answers those origin
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from app.api.errors import ApiError
 from app.config import Settings
+from app.errors import ApiError
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

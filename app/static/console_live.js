@@ -2,7 +2,7 @@
  *
  * Opens WS /api/ws/workflows/{id}, draws its snapshot (agents and edges, shared memory,
  * lead, the events so far), then applies every live frame: run events and operator
- * frames (memory.updated, workflow.state, agent.message). A socket that drops is opened
+ * notices (memory.edited, workflow.state, agent.message). A socket that drops is opened
  * again, and its new snapshot replaces everything shown.
  */
 
@@ -364,6 +364,11 @@ function workflowPage() {
         }
         break;
       }
+      case "memory.edited": // an operator's edit, outside any run
+        if (ev.deleted) S.memory.delete(ev.key);
+        else S.memory.set(ev.key, { value: ev.value, agent: "operator" });
+        if (!ev.deleted) S.flashMemory.add(ev.key);
+        break;
       case "lead.updated":
         if (live) S.lead = { ...(S.lead || {}), id: ev.lead_id, score: ev.score, stage: ev.stage, fields: ev.fields };
         break;

@@ -90,6 +90,9 @@ export function timelineItem(S, ev) {
     case "memory.updated":
       return line(ev, "memory", "Memory", title(ev.agent) || "Operator",
         h("div", { cls: "fact", text: `${ev.key} = ${show(ev.value)}` }));
+    case "memory.edited":
+      return line(ev, "memory", "Memory", "Operator",
+        h("div", { cls: "fact", text: ev.deleted ? `${ev.key} deleted` : `${ev.key} = ${show(ev.value)}` }));
     case "lead.updated":
       return line(ev, "lead", "Lead", agent, meta(`score ${ev.score} · ${ev.stage}`));
     case "approval.requested":

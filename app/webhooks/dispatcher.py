@@ -3,13 +3,15 @@
 A finished run hands its events to `on_run_finished`, which only puts them on a bounded
 queue (a full queue drops them with a warning), so a conversation never waits for a
 webhook. A worker turns each event into one persisted `pending` delivery per subscribed
-webhook; each delivery is then sent by its own task: a signed POST with a short timeout,
-retried with exponential backoff and jitter until it is answered with a 2xx or has used
-`WEBHOOK_MAX_ATTEMPTS` attempts (then `failed`). Every attempt is logged in the store.
+webhook; each delivery is then sent by its own task: a POST signed per Standard
+Webhooks (see `signing`) with the webhook's secrets as they are at that attempt, with a
+short timeout, retried with exponential backoff and jitter until it is answered with a
+2xx or has used `WEBHOOK_MAX_ATTEMPTS` attempts (then `failed`). Every attempt is logged
+in the store.
 A target the checks of `targets` refuse fails at once, without connecting; the log says
 "refused" or "connection failed", never why a connection to a port did not work.
 Deliveries still pending at shutdown are resumed at the next start (at least once: a
-receiver deduplicates on the payload's `id`).
+receiver deduplicates on `webhook-id`, the payload's `id`).
 """
 
 import asyncio
@@ -22,8 +24,9 @@ import uuid
 import httpx
 
 from app.config import Settings
+from app.events import RunFinished
 from app.store import Store
-from app.store.models import DeliveryStatus, StoredEvent, WebhookAttempt, WebhookDelivery
+from app.store.models import DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
 from app.webhooks.events import WebhookEvent, webhook_events
 from app.webhooks.signing import delivery_headers
 from app.webhooks.targets import HostUnresolved, TargetRefused, checked_client, url_problem
@@ -90,9 +93,9 @@ class WebhookDispatcher:
 
     # Feeding
 
-    def on_run_finished(self, run: object, events: list[StoredEvent]) -> None:
+    def on_run_finished(self, run: RunFinished) -> None:
         """The RunManager listener: queue the run's webhook events; never blocks."""
-        for event in webhook_events(events):
+        for event in webhook_events(run.events):
             self.enqueue(event)
 
     def enqueue(self, event: WebhookEvent) -> bool:
@@ -193,7 +196,7 @@ class WebhookDispatcher:
                     return
                 number = delivery.attempts + 1
                 async with self._sends:
-                    attempt, final = await self._post(webhook.url, webhook.secret, delivery, number)
+                    attempt, final = await self._post(webhook, delivery, number)
                 status: DeliveryStatus = "pending"
                 next_at = time.time()
                 if attempt.status_code is not None and 200 <= attempt.status_code < 300:
@@ -218,12 +221,13 @@ class WebhookDispatcher:
             log.exception("webhook delivery %s stopped", delivery_id)
 
     async def _post(
-        self, url: str, secret: str, delivery: WebhookDelivery, number: int
+        self, webhook: Webhook, delivery: WebhookDelivery, number: int
     ) -> tuple[WebhookAttempt, bool]:
         """One signed POST (the response body is not read), and whether its outcome is
         final: a refused target is not tried again."""
+        url = webhook.url
         body = encode(delivery.payload)
-        headers = delivery_headers(secret, body, delivery.event_type, delivery.id, number)
+        headers = delivery_headers(webhook, delivery, body, number)
         headers["User-Agent"] = USER_AGENT
         started = time.monotonic()
         status_code: int | None = None

@@ -17,7 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.store.models import StoredEvent, WebhookEventType
+from app.events import AnyEvent, LeadUpdated
+from app.store.models import WebhookEventType
 
 DIRECT: dict[str, WebhookEventType] = {
     "handoff": "handoff",
@@ -43,8 +44,8 @@ class WebhookEvent:
         return {"id": self.id, "type": self.type, "created_at": self.created_at, "data": self.data}
 
 
-def _event(kind: WebhookEventType, row: StoredEvent, once_key: str | None = None) -> WebhookEvent:
-    data = {key: value for key, value in row.data.items() if key != "type"}
+def _event(kind: WebhookEventType, event: AnyEvent, once_key: str | None = None) -> WebhookEvent:
+    data = event.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"type"})
     return WebhookEvent(
         type=kind,
         conversation_id=str(data.get("conversation_id", "")),
@@ -55,18 +56,18 @@ def _event(kind: WebhookEventType, row: StoredEvent, once_key: str | None = None
     )
 
 
-def webhook_events(events: list[StoredEvent]) -> list[WebhookEvent]:
+def webhook_events(events: list[AnyEvent]) -> list[WebhookEvent]:
     """The webhook events of a finished run's durable events, in the run's order."""
     found: list[WebhookEvent] = []
     qualified: set[str] = set()
-    for row in sorted(events, key=lambda e: e.seq):
-        kind = DIRECT.get(row.type)
+    for event in sorted(events, key=lambda e: e.seq):
+        kind = DIRECT.get(event.type)
         if kind is None:
             continue
-        found.append(_event(kind, row))
-        if row.type == "lead.updated" and row.data.get("stage") == "qualified":
-            lead_id = str(row.data.get("lead_id"))
-            if lead_id not in qualified:
-                qualified.add(lead_id)
-                found.append(_event("lead.qualified", row, once_key=f"lead.qualified:{lead_id}"))
+        found.append(_event(kind, event))
+        if isinstance(event, LeadUpdated) and event.stage == "qualified":
+            if event.lead_id not in qualified:
+                qualified.add(event.lead_id)
+                once_key = f"lead.qualified:{event.lead_id}"
+                found.append(_event("lead.qualified", event, once_key=once_key))
     return found

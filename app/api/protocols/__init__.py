@@ -28,10 +28,9 @@ from app.api.chat_input import ChatRequest
 from app.api.deps import Services
 from app.api.protocols import ag_ui, ai_sdk
 from app.api.sse import RunEventSource
-from app.api.visitor_turns import start_visitor_turn
-from app.engine.runs import Run
 from app.security import Caller
-from app.security.access import TOKEN_HEADER, conversation_of_run
+from app.security.access import TOKEN_HEADER
+from app.service.turns import Started
 
 ProtocolName = Literal["parley", "ai-sdk", "ag-ui"]
 
@@ -143,16 +142,19 @@ def _body_tokens(request: ProtocolRequest) -> list[str]:
 
 async def submit(
     services: Services, request: ProtocolRequest, caller: Caller, ip: str | None
-) -> Run:
+) -> Started:
     """Start the turn in the conversation the request names (see the module's doc), through
     the visitors' one way in: its limits count that conversation, however it is named."""
     text, conversation_id, hints, metadata = _turn(request)
-    for hint in hints if conversation_id is None else []:
-        if await services.store.get_conversation(hint) is not None:
-            conversation_id = hint
-            break
     caller = caller.with_tokens(*_body_tokens(request))
-    return await start_visitor_turn(services, caller, text, conversation_id, metadata, ip)
+    return await services.parley.turns.start(
+        caller, text, conversation_id, metadata, ip, hints=hints
+    )
+
+
+async def _state(services: Services, conversation_id: str, run_id: str) -> dict[str, Any]:
+    entries, lead = await services.parley.conversations.memory_and_lead(conversation_id)
+    return ag_ui.initial_state(conversation_id, run_id, entries, lead)
 
 
 async def stream_turn(
@@ -161,16 +163,17 @@ async def stream_turn(
     """`POST /api/chat/stream` in a front-end protocol: start the turn, stream its run."""
     request = read_request(protocol, payload)
     run = await submit(services, request, caller, ip)
-    token = services.security.token_for(run.conversation_id)
+    turns = services.parley.turns
+    token = turns.token_for(run.conversation_id)
     headers = {"X-Run-ID": run.id, "X-Conversation-ID": run.conversation_id, TOKEN_HEADER: token}
-    events = services.runs.follow(run.id)
+    events = turns.follow(run.id)
     if protocol == "ai-sdk":
         translator = ai_sdk.Translator(run.id, run.conversation_id, conversation_token=token)
         return _response(ai_sdk.frames(events, translator), services, headers | ai_sdk.HEADERS)
     thread_id, run_id = run.conversation_id, run.id
     if isinstance(request, ag_ui.RunAgentInput):
         thread_id, run_id = request.thread_id, request.run_id
-    state = await ag_ui.initial_state(services.store, run.conversation_id, run.id)
+    state = await _state(services, run.conversation_id, run.id)
     state["conversationToken"] = token
     frames = ag_ui.frames(events, ag_ui.Translator(thread_id, run_id, state))
     return _response(frames, services, headers)
@@ -181,12 +184,13 @@ async def stream_run(
 ) -> EventSourceResponse:
     """`GET /api/chat/runs/{run_id}/events` in a front-end protocol: the run after
     `after_seq`. A replay names the run by Parley's ids (threadId = conversation id)."""
-    conversation_id = await conversation_of_run(services, run_id)
-    events = services.runs.follow(run_id, after_seq)
+    turns = services.parley.turns
+    conversation_id = await turns.conversation_of(run_id)
+    events = turns.follow(run_id, after_seq)
     if protocol == "ai-sdk":
         translator = ai_sdk.Translator(run_id, conversation_id, resumed=after_seq > 0)
         return _response(ai_sdk.frames(events, translator), services, ai_sdk.HEADERS)
-    state = await ag_ui.initial_state(services.store, conversation_id, run_id)
+    state = await _state(services, conversation_id, run_id)
     frames = ag_ui.frames(events, ag_ui.Translator(conversation_id, run_id, state))
     return _response(frames, services, {})
 

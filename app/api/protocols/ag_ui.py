@@ -30,8 +30,7 @@ from pydantic_core import to_jsonable_python
 from sse_starlette import ServerSentEvent
 
 from app.api.protocols.framing import sse_frames
-from app.api.text_checks import StorableInput
-from app.engine.events import (
+from app.events import (
     AgentStarted,
     ApprovalRequested,
     ApprovalResolved,
@@ -48,7 +47,8 @@ from app.engine.events import (
     ToolFinished,
     ToolStarted,
 )
-from app.store import Store
+from app.service.text_checks import StorableInput
+from app.store.models import Lead, MemoryEntry
 
 AgUiEvent = dict[str, Any]
 
@@ -113,12 +113,13 @@ def looks_like(payload: Any) -> bool:
     return isinstance(payload, dict) and {"threadId", "runId", "messages"} <= payload.keys()
 
 
-async def initial_state(store: Store, conversation_id: str, run_id: str) -> dict[str, Any]:
+def initial_state(
+    conversation_id: str, run_id: str, entries: list[MemoryEntry], lead: Lead | None
+) -> dict[str, Any]:
     """The shared state the stream opens with: the conversation's memory and lead."""
     memory: dict[str, dict[str, Any]] = {"conversation": {}}
-    for entry in await store.list_memory(conversation_id):
+    for entry in entries:
         memory.setdefault(entry.scope, {})[entry.key] = entry.value
-    lead = await store.get_lead_for_conversation(conversation_id)
     return to_jsonable_python(
         {
             "conversationId": conversation_id,

@@ -26,8 +26,7 @@ from pydantic_core import to_jsonable_python
 from sse_starlette import ServerSentEvent
 
 from app.api.protocols.framing import sse_frames
-from app.api.text_checks import StorableInput
-from app.engine.events import (
+from app.events import (
     AgentStarted,
     ApprovalRequested,
     ApprovalResolved,
@@ -46,6 +45,7 @@ from app.engine.events import (
     ToolFinished,
     ToolStarted,
 )
+from app.service.text_checks import StorableInput
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 DONE = "[DONE]"

@@ -5,7 +5,7 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from app.engine.events import Event, Heartbeat
+from app.events import Event, Heartbeat
 
 
 async def sse_frames(

@@ -184,6 +184,56 @@ class Heartbeat(Event):
     status: str
 
 
+# Notices: changes to a conversation made outside any run (an operator's edit, a workflow's
+# state, a message between agents). Watchers (the live view) get them beside run events;
+# they have no run and no seq.
+
+
+class Notice(BaseModel):
+    """Fields shared by every notice."""
+
+    type: str
+    conversation_id: str
+    ts: float = Field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+class WorkflowStateChanged(Notice):
+    """A workflow was paused, resumed or cancelled."""
+
+    type: Literal["workflow.state"] = "workflow.state"
+    state: str
+
+
+class AgentMessageSent(Notice):
+    """One agent sent another a message (read at the receiver's next step)."""
+
+    type: Literal["agent.message"] = "agent.message"
+    id: str
+    from_agent: str
+    to_agent: str
+    kind: str
+    content: str
+    delivered: bool = False
+    created_at: float
+
+
+class MemoryEdited(Notice):
+    """An operator wrote (or deleted) a shared-memory fact."""
+
+    type: Literal["memory.edited"] = "memory.edited"
+    scope: str
+    key: str
+    value: Any = None
+    agent: str = "operator"
+    deleted: bool = False
+
+
+AnyNotice: TypeAlias = WorkflowStateChanged | AgentMessageSent | MemoryEdited
+
+
 TERMINAL_TYPES = frozenset({"run.completed", "run.stopped", "run.failed"})
 
 # Events that are live-only: not written to the store (a replay from the store
@@ -209,6 +259,20 @@ AnyEvent: TypeAlias = (
     | Heartbeat
 )
 
+
+class RunFinished(BaseModel):
+    """What a finished run tells its listeners (metrics, logs, webhooks, quotas): how it
+    ended, its usage, and its durable events (the terminal one last)."""
+
+    run_id: str
+    conversation_id: str
+    status: Literal["completed", "stopped", "failed"]
+    usage: Usage
+    error: ErrorInfo | None = None
+    duration_ms: float
+    events: list[AnyEvent] = Field(default_factory=list)
+
+
 _EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(
     Annotated[AnyEvent, Field(discriminator="type")]
 )
@@ -217,3 +281,13 @@ _EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(
 def parse_event(data: dict[str, Any]) -> AnyEvent:
     """Rebuild a typed event from its JSON form (a stored event, a bus message)."""
     return _EVENT_ADAPTER.validate_python(data)
+
+
+_FRAME_ADAPTER: TypeAdapter[AnyEvent | AnyNotice] = TypeAdapter(
+    Annotated[AnyEvent | AnyNotice, Field(discriminator="type")]
+)
+
+
+def parse_frame(data: dict[str, Any]) -> "AnyEvent | AnyNotice":
+    """Rebuild what a watcher receives (a run event or a notice) from its JSON form."""
+    return _FRAME_ADAPTER.validate_python(data)

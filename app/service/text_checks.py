@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from app.api.errors import ApiError
 from app.config import Settings
+from app.errors import ApiError
 
 Path = tuple[str | int, ...]
 
@@ -145,3 +145,16 @@ class StorableInput(BaseModel):
         if isinstance(data, dict) and cls.metadata_fields:
             check_metadata_size(data, cls.metadata_fields)
         return data
+
+
+def checked_message(text: str, max_chars: int) -> str:
+    """The message as sent, or a 4xx that says what is wrong with it."""
+    if is_blank(text):
+        raise ApiError(422, "empty_message", "The message is empty: it has no visible characters.")
+    if len(text) > max_chars:
+        raise ApiError(
+            413,
+            "message_too_long",
+            f"The message has {len(text)} characters; the limit is {max_chars}.",
+        )
+    return text

@@ -11,7 +11,8 @@ import json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import ApiError, error_body
+from app.api.errors import error_body
+from app.errors import ApiError
 
 
 class BodyTooLarge(ApiError, StarletteHTTPException):
