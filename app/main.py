@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         group = Group(settings, store, provider, integrations, http, caps)
         control = WorkflowControl()
+        bus.on_steer(control.steer)  # pause and resume, from whichever replica they come
         runs = RunManager(settings, store, bus, WorkflowEngine(group, control))
         await runs.recover()
         dispatcher = WebhookDispatcher(settings, store, http)
@@ -117,7 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bus=bus,
             runs=runs,
             group=group,
-            workflows=control,
             security=security,
             limits=limits,
             webhooks=dispatcher,

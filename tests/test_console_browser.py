@@ -412,6 +412,11 @@ def test_a_workflow_and_operator_frames_show_live(
             "1 reply"
         )
 
+        # In the run, the first agent asked the next to build on its part.
+        request = edge(page, "web_development", "digital_marketing", "request")
+        expect(request.locator("text.count")).to_have_text("1")
+        expect(timeline(page, "agent.message")).to_have_count(1)
+
         http.post(
             f"/api/agents/workflows/{workflow_id}/messages",
             json={
@@ -421,10 +426,9 @@ def test_a_workflow_and_operator_frames_show_live(
                 "content": "Can you plan the SEO for the launch?",
             },
         ).raise_for_status()
-        request = edge(page, "web_development", "digital_marketing", "request")
-        expect(request.locator("text.count")).to_have_text("1")
-        expect(request).to_have_attribute("data-flashes", "1")
-        expect(timeline(page, "agent.message")).to_contain_text(
+        expect(request.locator("text.count")).to_have_text("2")
+        expect(request).to_have_attribute("data-flashes", "2")
+        expect(timeline(page, "agent.message").last).to_contain_text(
             "Can you plan the SEO for the launch?"
         )
 

@@ -3,7 +3,8 @@
 from agentscope.message import Msg, TextBlock, UserMsg
 from agentscope.state import AgentState
 
-from app.engine.group import MessageHub, hint
+from app.engine.group import MessageHub
+from app.engine.notes import hint
 
 
 def _texts(state: AgentState) -> list[str]:

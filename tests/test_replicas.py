@@ -265,3 +265,58 @@ async def test_a_run_whose_replica_dies_ends_for_its_followers_elsewhere(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_pause_resume_and_cancel_reach_the_replica_running_the_workflow(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """A workflow runs on A; an operator steers it through B."""
+    a, b = replicas
+    async with (
+        httpx.AsyncClient(base_url=a.base_url, timeout=30) as on_a,
+        httpx.AsyncClient(base_url=b.base_url, timeout=30) as on_b,
+    ):
+        started = (
+            await on_a.post(
+                "/api/agents/workflows/execute",
+                json={
+                    "workflow_type": "sequential",
+                    "input": "We need a website and ads",
+                    "agents": ["web_development", "digital_marketing", "lead_qualification"],
+                },
+            )
+        ).json()
+        state_url = f"/api/agents/workflows/{started['workflow_id']}/state"
+        async with websockets.connect(f"{b.ws_url}{started['live_url']}") as view:
+
+            async def next_frame(seconds: float = 30) -> dict:
+                return json.loads(await asyncio.wait_for(view.recv(), seconds))
+
+            snapshot = await next_frame()
+            agents = [e["agent"] for e in snapshot["events"] if e["type"] == "agent.started"]
+            while not agents:
+                if (frame := await next_frame())["type"] == "agent.started":
+                    agents.append(frame["agent"])
+            assert agents == ["web_development"]
+            assert (await on_b.patch(state_url, json={"action": "pause"})).json()["state"] == (
+                "paused"
+            )
+            while (await next_frame())["type"] != "message.completed":
+                pass  # the first agent finishes its reply
+            with pytest.raises(TimeoutError):  # and the next does not start on A
+                while True:
+                    assert (await next_frame(1.5))["type"] != "agent.started"
+
+            await on_b.patch(state_url, json={"action": "resume"})
+            while (frame := await next_frame())["type"] != "agent.started":
+                pass
+            assert frame["agent"] == "digital_marketing"
+            cancelled = await on_b.patch(state_url, json={"action": "cancel"})
+            assert cancelled.json()["state"] == "cancelled"
+            while (frame := await next_frame())["type"] not in TERMINAL:
+                pass
+        assert frame["type"] == "run.stopped" and frame["reason"] == "cancelled"
+        events = await collect_sse(on_a, "GET", started["events_url"])
+        assert events[-1]["type"] == "run.stopped"
+        assert not [e for e in events if e.get("agent") == "lead_qualification"]
+        assert (await on_a.get(started["url"])).json()["state"] == "cancelled"

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import websockets
 
-from app.service import text_checks
 from app.api.chat_input import ChatRequest
 from app.api.protocols.ag_ui import RunAgentInput
 from app.errors import ApiError
+from app.service import text_checks
 from tests.pg import needs_postgres
 from tests.server import ServerProcess
 from tests.store_backends import session_database

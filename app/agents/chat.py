@@ -15,6 +15,6 @@ CHAT = AgentSpec(
         "start around $3,000, online shops around $8,000, marketing retainers around $1,500 "
         "a month."
     ),
-    tools=("remember", "recall"),
+    tools=("remember", "recall", "message_colleague"),
     handoffs=("web_development", "digital_marketing", "lead_qualification"),
 )

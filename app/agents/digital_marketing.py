@@ -15,6 +15,7 @@ DIGITAL_MARKETING = AgentSpec(
     tools=(
         "remember",
         "recall",
+        "message_colleague",
         "update_lead",
         "create_marketing_lead",
         "send_marketing_proposal",

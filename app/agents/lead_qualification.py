@@ -16,6 +16,7 @@ LEAD_QUALIFICATION = AgentSpec(
     tools=(
         "remember",
         "recall",
+        "message_colleague",
         "update_lead",
         "sync_lead_to_crm",
         "send_qualification_notification",

@@ -15,6 +15,7 @@ WEB_DEVELOPMENT = AgentSpec(
     tools=(
         "remember",
         "recall",
+        "message_colleague",
         "update_lead",
         "create_project_lead",
         "schedule_technical_consultation",

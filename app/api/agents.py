@@ -2,16 +2,16 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field
 
 from app.agents import AGENTS, AgentSpec
 from app.api.callers import OPERATOR_ONLY
 from app.api.deps import ServicesDep
 from app.api.health import IsOperatorDep, public_view
-from app.engine import workflows
 from app.engine.tools import tool_catalogue
 from app.service.text_checks import StorableInput
+from app.service.workflow_requests import WORKFLOW_REQUEST_BODY, read_workflow_request
 from app.service.workflows import agent_spec
 from app.store.models import AgentMessageKind
 
@@ -102,12 +102,6 @@ async def invoke(body: InvokeRequest, services: ServicesDep) -> InvokeReply:
 # Workflows
 
 
-class WorkflowRequest(StorableInput, workflows.WorkflowRequest):
-    """A workflow to start, checked like every input that reaches the store."""
-
-    metadata_fields = ("metadata",)
-
-
 def workflow_links(workflow_id: str) -> dict[str, str]:
     base = f"/api/agents/workflows/{workflow_id}"
     return {
@@ -117,13 +111,21 @@ def workflow_links(workflow_id: str) -> dict[str, str]:
     }
 
 
-@router.post("/workflows/execute", status_code=202, dependencies=[OPERATOR_ONLY])
-async def execute_workflow(body: WorkflowRequest, services: ServicesDep) -> dict[str, Any]:
-    """Start a workflow; follow it with its events URL or the live view socket."""
-    run = await services.parley.workflows.start(body)
+@router.post(
+    "/workflows/execute",
+    status_code=202,
+    dependencies=[OPERATOR_ONLY],
+    openapi_extra=WORKFLOW_REQUEST_BODY,
+)
+async def execute_workflow(body: Annotated[Any, Body()], services: ServicesDep) -> dict[str, Any]:
+    """Start a workflow, in Parley's request shape or the `participating_agents` /
+    `workflow_config` / `input_data` one (see the README); with `conversation_id`, in that
+    existing conversation. Follow it with its events URL or the live view socket."""
+    start = read_workflow_request(body)
+    run = await services.parley.workflows.start(start)
     return {
         "workflow_id": run.conversation_id,
-        "workflow_type": body.workflow_type,
+        "workflow_type": start.definition.workflow_type,
         "run_id": run.id,
         "state": "active",
         "events_url": f"/api/chat/runs/{run.id}/events",

@@ -69,6 +69,13 @@ class Bus(Protocol):
     def on_stop_request(self, handler: Callable[[str, str], None]) -> None:
         """Call `handler(run_id, reason)` when another replica asks for a stop."""
 
+    async def steer(self, conversation_id: str, action: str) -> None:
+        """Tell every replica, this one included, to `pause` or `resume` the workflow
+        (the one running it applies it between its steps)."""
+
+    def on_steer(self, handler: Callable[[str, str], None]) -> None:
+        """Call `handler(conversation_id, action)` for every steer, from any replica."""
+
 
 # A follower of a reply faster than this reads its tokens at most once per window: a
 # fast reply then reaches its client a few tokens at a time, one write for several,

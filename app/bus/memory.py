@@ -81,6 +81,7 @@ class InProcessBus:
         self._logs: dict[str, RunLog] = {}
         self._ttl = finished_ttl_seconds
         self._watchers: dict[str, set[asyncio.Queue[Event | Notice | None]]] = {}
+        self._steer_handlers: list[Callable[[str, str], None]] = []
         self._backlog = watcher_backlog
 
     async def publish(self, event: Event) -> None:
@@ -151,6 +152,13 @@ class InProcessBus:
 
     def on_stop_request(self, handler: Callable[[str, str], None]) -> None:
         pass
+
+    async def steer(self, conversation_id: str, action: str) -> None:
+        for handler in self._steer_handlers:
+            handler(conversation_id, action)
+
+    def on_steer(self, handler: Callable[[str, str], None]) -> None:
+        self._steer_handlers.append(handler)
 
 
 class NoLock:

@@ -11,7 +11,8 @@
   `<prefix>:watch:<conversation_id>`. Each replica holds one pattern subscription to
   them, made when the bus opens, and hands frames to its local watchers, so a watcher
   registered now sees every frame published from now on, whichever replica publishes.
-- Stop: `<prefix>:control` carries stop requests; the replica executing the run stops it.
+- Stop and steer: `<prefix>:control` carries stop requests (the replica executing the run
+  stops it) and workflow pause/resume (the replica running the workflow applies it).
 - Who executes a run: `<prefix>:owner:<run_id>` names the replica, whose heartbeat key
   `<prefix>:replica:<id>` lives while it does; a restarting replica closes only the runs
   of dead replicas.
@@ -172,6 +173,7 @@ class RedisBus:
         self._watchers: dict[str, set[asyncio.Queue[Event | Notice | None]]] = {}
         self._publish_locks: dict[str, asyncio.Lock] = {}
         self._stop_handlers: list[Callable[[str, str], None]] = []
+        self._steer_handlers: list[Callable[[str, str], None]] = []
         self._tails: dict[str, _Tail] = {}
         self._nudge_key = self._key("nudge", self.replica_id)
         self._tasks: list[asyncio.Task[None]] = []
@@ -442,8 +444,19 @@ class RedisBus:
     def on_stop_request(self, handler: Callable[[str, str], None]) -> None:
         self._stop_handlers.append(handler)
 
+    @reaching_redis
+    async def steer(self, conversation_id: str, action: str) -> None:
+        message = {"op": "steer", "conversation_id": conversation_id, "action": action}
+        await self.redis.publish(self._key("control"), json.dumps(message))
+
+    def on_steer(self, handler: Callable[[str, str], None]) -> None:
+        self._steer_handlers.append(handler)
+
     def _on_control(self, data: dict[str, Any]) -> None:
-        if data.get("op") == "stop":
+        if data.get("op") == "steer":
+            for steer in self._steer_handlers:
+                steer(str(data.get("conversation_id")), str(data.get("action")))
+        elif data.get("op") == "stop":
             for handler in self._stop_handlers:
                 try:
                     handler(data["run_id"], data.get("reason", "requested"))

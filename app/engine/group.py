@@ -29,10 +29,14 @@ from app.agents import AGENTS, DEFAULT_AGENT, AgentSpec
 from app.config import Settings
 from app.engine.approvals import FLOW_REPLY, ApprovalDesk, arguments_of, resumption
 from app.engine.caps import SideEffectCaps
+from app.engine.colleagues import note_of
+from app.engine.colleagues import send as send_agent_message
+from app.engine.contributions import Contribution
 from app.engine.director import Director
 from app.engine.extraction import make_extractor
 from app.engine.flow import Brief
 from app.engine.memory import SharedMemory
+from app.engine.notes import hint, text_only
 from app.engine.runs.run import Run
 from app.engine.tool_base import CURRENT_TURN, TurnContext
 from app.engine.tools import build_toolkit
@@ -45,26 +49,18 @@ from app.llm.writer import BRIEF, written_reply
 from app.observability.tracing import agent_span
 from app.security.visitors import load_secret
 from app.store import Store
+from app.store.models import MemoryScope
 
 log = logging.getLogger(__name__)
 
 VISITOR = "visitor"
 
 
-def text_only(msg: Msg) -> Msg | None:
-    """What other participants hear of a message: its text, no tool or thinking blocks."""
-    text = msg.get_text_content()
-    if not text:
-        return None
-    return Msg(name=msg.name, role=msg.role, content=[TextBlock(text=text)])
+# What the answering agent is told to say: a chat turn's brief, or a workflow step's.
+Briefing = Brief | Contribution
 
 
-def hint(text: str) -> Msg:
-    """A note from the hub to the agents (never shown to the visitor)."""
-    return UserMsg(name="hub", content=f"[Team note] {text}")
-
-
-def brief_note(brief: Brief, message: str, said_before: str | None) -> Msg:
+def brief_note(brief: Briefing, message: str, said_before: str | None) -> Msg:
     """The flow's brief for the answering agent: data for the offline engine, a note with
     a draft for a model. It is dropped from the agent's memory once the reply is written."""
     data = brief.as_data()
@@ -257,13 +253,20 @@ class Group:
             return None
 
     @asynccontextmanager
-    async def team(self, run: Run, names: list[str], handoffs: bool = True) -> AsyncIterator[Team]:
+    async def team(
+        self,
+        run: Run,
+        names: list[str],
+        handoffs: bool = True,
+        scope: MemoryScope = "conversation",
+    ) -> AsyncIterator[Team]:
         """Seat the named agents in a hub for the turn; on leaving, every participant's
-        state holds what it heard, for the run to save."""
+        state holds what it heard, for the run to save. The agents write memory in
+        `scope` (a workflow's agents: `workflow`) and read every scope."""
         ctx = TurnContext(
             run=run,
             store=self.store,
-            memory=SharedMemory(self.store, run.conversation_id, run),
+            memory=SharedMemory(self.store, run.conversation_id, run, scope=scope),
             integrations=self.integrations,
             max_handoffs=self.settings.max_handoffs_per_run if handoffs else 0,
             secret=self.secret,
@@ -280,6 +283,19 @@ class Group:
             names, load, announcement([AGENTS[n] for n in names]), states=run.agent_states
         )
         await self._deliver_agent_messages(run.conversation_id, hub)
+
+        async def message(from_agent: str, to_agent: str, kind: str, content: str) -> None:
+            await send_agent_message(
+                self.store,
+                run,
+                hub,
+                from_agent,
+                to_agent,
+                kind,
+                content,  # type: ignore[arg-type]
+            )
+
+        ctx.message_colleague = message
         try:
             yield Team(hub, ctx, handoffs)
         finally:
@@ -297,10 +313,7 @@ class Group:
         delivered = []
         for message in pending:
             if message.to_agent in hub:
-                hub.tell(
-                    message.to_agent,
-                    hint(f"{message.kind} from {message.from_agent}: {message.content}"),
-                )
+                hub.tell(message.to_agent, note_of(message))
                 delivered.append(message.id)
         if delivered:
             await self.store.mark_agent_messages_delivered(delivered)
@@ -315,7 +328,7 @@ class Group:
         name: str,
         inputs: Msg | list[Msg] | UserConfirmResultEvent | None,
         share: bool = True,
-        brief: Brief | None = None,
+        brief: Briefing | None = None,
     ) -> Msg | None:
         """One agent's reply, streamed as the run's events and (with `share`) heard by
         the others. A reply parked on an approval resumes once it is decided. A reply
@@ -367,7 +380,7 @@ class Group:
         name: str,
         translator: AgentStreamTranslator,
         team: Team,
-        brief: Brief | None,
+        brief: Briefing | None,
     ) -> None:
         """The flow's own reply for an agent whose model gave no text."""
         state = await team.hub.state(name)

@@ -37,15 +37,23 @@ def checked(key: str, value: Any) -> tuple[str, Any]:
 class SharedMemory:
     """The memory of one conversation, seen from inside a run (or from the API: no run)."""
 
-    def __init__(self, store: Store, conversation_id: str, run: Emit | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        conversation_id: str,
+        run: Emit | None = None,
+        scope: MemoryScope = "conversation",
+    ) -> None:
         self.store = store
         self.conversation_id = conversation_id
         self.run = run
+        self.scope = scope  # where writes go unless they say otherwise
 
     async def remember(
-        self, key: str, value: Any, agent: str | None, scope: MemoryScope = "conversation"
+        self, key: str, value: Any, agent: str | None, scope: MemoryScope | None = None
     ) -> MemoryEntry:
         key, value = checked(key, value)
+        scope = scope or self.scope
         entry = MemoryEntry(
             conversation_id=self.conversation_id,
             scope=scope,

@@ -42,6 +42,8 @@ class TurnContext:
     caps: SideEffectCaps | None = None  # side effects a day, across replicas
     visited: set[str] = field(default_factory=set)  # the agents that had the turn
     site_key: str | None = None  # the site the conversation came from
+    # Sends a colleague a message (from, to, kind, content); set by the team.
+    message_colleague: Callable[[str, str, str, str], Awaitable[None]] | None = None
 
     def take_handoff(self) -> tuple[str, str] | None:
         handoff, self.pending_handoff = self.pending_handoff, None

@@ -6,7 +6,7 @@ Toolkits are built once per agent; a tool call reads the run it works for from
 settings put behind an operator's approval (ASK).
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from agentscope.permission import PermissionBehavior, PermissionDecision
 from agentscope.tool import FunctionTool, ToolChunk, Toolkit
@@ -39,6 +39,15 @@ class RememberArgs(BaseModel):
 
 class RecallArgs(BaseModel):
     key: str | None = Field(default=None, description="One fact's name; omit for all facts.")
+
+
+class MessageArgs(BaseModel):
+    to_agent: str = Field(description="The colleague's name, e.g. 'digital_marketing'.")
+    kind: Literal["request", "notification", "response"] = Field(
+        description="request: ask them for something; notification: tell them something; "
+        "response: answer their request."
+    )
+    content: str = Field(min_length=1, max_length=1000, description="The message.")
 
 
 class TransferArgs(BaseModel):
@@ -77,6 +86,20 @@ def _update_lead(agent: str) -> ToolFunction:
     return update_lead
 
 
+def _message_colleague(agent: str) -> ToolFunction:
+    async def message_colleague(to_agent: str, kind: str, content: str) -> ToolChunk:
+        ctx = current_turn()
+        if to_agent not in AGENTS or to_agent == agent:
+            known = ", ".join(name for name in AGENTS if name != agent)
+            raise ToolRefused(f"No colleague '{to_agent}'; yours are: {known}.")
+        if ctx.message_colleague is None:
+            raise ToolRefused("Colleagues cannot be messaged from here.")
+        await ctx.message_colleague(agent, to_agent, kind, content)
+        return result({"sent_to": to_agent, "kind": kind})
+
+    return message_colleague
+
+
 CORE_TOOLS = {
     tool.name: tool
     for tool in (
@@ -92,6 +115,14 @@ CORE_TOOLS = {
             "Read what the team already knows about this visitor.",
             RecallArgs,
             _recall,
+            concurrency_safe=True,
+        ),
+        ToolDef(
+            "message_colleague",
+            "Send a colleague a request, a notification or a response; they read it at "
+            "their next step.",
+            MessageArgs,
+            _message_colleague,
             concurrency_safe=True,
         ),
         ToolDef(

@@ -11,6 +11,7 @@ the previous reply is said again.
 import re
 from typing import Any
 
+from app.llm.contribution_writer import written_contribution
 from app.llm.offline_rules import (
     GREETING,
     MARKETING,
@@ -128,6 +129,8 @@ def _closing(known: dict[str, str]) -> str:
 def written_reply(brief: dict[str, Any] | None, message: str, previous: str | None) -> str:
     """The reply to `message` from the brief, with no sentence of `previous` repeated."""
     brief = brief or {}
+    if "contribution" in brief:  # a workflow step, not a chat turn
+        return written_contribution(brief.get("agent", ""), brief["contribution"])
     known: dict[str, str] = brief.get("known") or {}
     if THANKS.search(message) and not (WEB.search(message) or MARKETING.search(message)):
         follow = f" Our team will follow up at {known['email']}." if "email" in known else ""

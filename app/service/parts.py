@@ -6,7 +6,6 @@ from app.bus import Bus
 from app.config import Settings
 from app.engine.group import Group
 from app.engine.runs.scheduler import RunManager
-from app.engine.workflows import WorkflowControl
 from app.llm.factory import LLMProvider
 from app.security import Security
 from app.security.limits import Limits
@@ -21,7 +20,6 @@ class Parts:
     bus: Bus
     runs: RunManager
     group: Group
-    workflows: WorkflowControl
     security: Security
     limits: Limits
     webhooks: WebhookDispatcher

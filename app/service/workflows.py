@@ -10,11 +10,11 @@ from app.bus.base import Subscription
 from app.engine.memory import SharedMemory
 from app.engine.runs.run import Run
 from app.engine.visualization import visualize
-from app.engine.workflows import WorkflowRequest
-from app.errors import ApiError
+from app.errors import ApiError, ConversationNotFound
 from app.events import AgentMessageSent, MessageCompleted, RunFailed, WorkflowStateChanged
 from app.service.parts import Parts
 from app.service.text_checks import checked_message
+from app.service.workflow_requests import WorkflowStart
 from app.store.models import AgentLog, AgentMessage, AgentMessageKind, Conversation
 
 TRANSITIONS = {
@@ -57,13 +57,26 @@ class Workflows:
                 raise ApiError(502, event.error.code, event.error.message)
         return run, content
 
-    async def start(self, request: WorkflowRequest) -> Run:
+    async def start(self, request: WorkflowStart) -> Run:
+        """A new workflow, or (with `conversation_id`) one run in an existing conversation:
+        its agents hear that conversation, its rules read its live state, and its
+        replies land in its transcript."""
         message = checked_message(request.input, self.parts.settings.max_message_chars)
+        definition = request.definition
+        if request.conversation_id is not None:
+            if await self.parts.store.get_conversation(request.conversation_id) is None:
+                raise ConversationNotFound(request.conversation_id)
+            return await self.parts.runs.submit(
+                message,
+                request.conversation_id,
+                metadata=request.metadata,
+                workflow=definition.model_dump(),
+            )
         return await self.parts.runs.submit(
             message,
             metadata=request.metadata,
-            kind=request.workflow_type,
-            definition=request.definition(),
+            kind=definition.workflow_type,
+            definition=definition.stored(),
         )
 
     async def status(self, workflow_id: str) -> dict[str, Any]:
@@ -88,8 +101,15 @@ class Workflows:
                 for m in messages
                 if m.role == "assistant"
             ],
-            "memory": await self._facts(workflow_id),
+            **await self._memory(workflow_id),
         }
+
+    async def _memory(self, workflow_id: str) -> dict[str, Any]:
+        """Shared memory as the agents read it (`memory`), and by scope."""
+        by_scope: dict[str, dict[str, Any]] = {"conversation": {}, "workflow": {}}
+        for entry in await self.parts.store.list_memory(workflow_id):
+            by_scope.setdefault(entry.scope, {})[entry.key] = entry.value
+        return {"memory": await self._facts(workflow_id), "memory_by_scope": by_scope}
 
     async def _facts(self, workflow_id: str) -> dict[str, Any]:
         return await SharedMemory(self.parts.store, workflow_id).recall()
@@ -119,7 +139,7 @@ class Workflows:
             **{k: graph[k] for k in ("workflow_id", "workflow_type", "state", "active_agent")},
             "nodes": graph["nodes"],
             "edges": graph["edges"],
-            "memory": await self._facts(workflow_id),
+            **await self._memory(workflow_id),
             "lead": lead.model_dump() if lead else None,
             "events": [
                 event.model_dump(mode="json", by_alias=True, exclude_none=True) for event in events
@@ -163,14 +183,13 @@ class Workflows:
                 409, "invalid_state", f"Cannot {action} a workflow that is {conversation.state}."
             )
         await self.parts.store.update_conversation(workflow_id, state=new_state)
-        if action == "pause":
-            self.parts.workflows.pause(workflow_id)
-        else:
-            self.parts.workflows.resume(workflow_id)
         if action == "cancel":
-            for run in list(self.parts.runs.active.values()):
-                if run.conversation_id == workflow_id:
-                    await self.parts.runs.stop(run.id, reason="cancelled")
+            # Wherever its runs execute: a stop reaches the replica that runs each one.
+            for record in await self.parts.store.list_runs(workflow_id):
+                if record.status in ("queued", "running"):
+                    await self.parts.runs.stop(record.id, reason="cancelled")
+        else:
+            await self.parts.bus.steer(workflow_id, action)  # every replica, this one too
         await self.parts.bus.announce(
             WorkflowStateChanged(conversation_id=workflow_id, state=new_state)
         )

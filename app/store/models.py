@@ -8,7 +8,9 @@ MessageStatus = Literal["complete", "stopped", "failed"]
 RunStatus = Literal["queued", "running", "completed", "stopped", "failed"]
 
 
-WorkflowKind = Literal["chat", "multi_agent", "parallel", "conditional", "collaborative"]
+WorkflowKind = Literal[
+    "chat", "sequential", "multi_agent", "parallel", "conditional", "collaborative"
+]
 WorkflowState = Literal["active", "paused", "cancelled", "completed", "failed"]
 MemoryScope = Literal["conversation", "workflow"]
 AgentMessageKind = Literal["request", "response", "notification", "handoff"]

@@ -62,6 +62,10 @@ class Run:
         self.waiting_since: float | None = None
         self.excluded_seconds = 0.0
         self.resume: Any = None  # a decided approval whose parked reply this run resumes
+        # A workflow started on an existing conversation: its definition and the request's
+        # metadata (a conversation of a workflow kind carries its own definition).
+        self.workflow: dict[str, Any] | None = None
+        self.workflow_metadata: dict[str, Any] | None = None
         self.active_agent: str | None = None
         self.usage = Usage()
         self.last_emit_at = time.monotonic()

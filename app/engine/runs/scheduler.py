@@ -86,9 +86,12 @@ class RunManager:
         metadata: dict | None = None,
         kind: WorkflowKind = "chat",
         definition: dict | None = None,
+        workflow: dict | None = None,
     ) -> Run:
         """Accept a turn: record it, queue it behind the conversation's running turn, start
-        it. Without a conversation id, a new conversation (or workflow of `kind`) begins."""
+        it. Without a conversation id, a new conversation (or workflow of `kind`) begins.
+        `workflow` (a definition with its `workflow_type`) runs a workflow in an existing
+        conversation; `metadata` then goes with that run only."""
         conversation = await self._conversation(
             conversation_id, metadata or {}, kind, definition or {}
         )
@@ -101,6 +104,8 @@ class RunManager:
             created_at=time.time(),
         )
         run = Run(self.bus, self.store, conversation, message, user_message.id)
+        if workflow is not None:
+            run.workflow, run.workflow_metadata = workflow, metadata
         user_message.run_id = run.id
         return await self._enqueue(run, user_message)
 
