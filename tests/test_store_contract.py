@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.errors import StoreUnavailable
 from app.store import Store
 from app.store.models import (
     AgentLog,
@@ -218,6 +219,26 @@ async def test_a_failed_run_keeps_its_error(store: Store) -> None:
 async def test_finishing_an_erased_run_is_harmless(store: Store) -> None:
     await store.finish_run("no-such-run", RunOutcome(status="completed"))
     assert await store.get_run("no-such-run") is None
+
+
+async def test_starting_and_finishing_a_run_again_writes_it_once(store: Store) -> None:
+    # A retry after a lost connection repeats the whole write.
+    c = await conversation(store)
+    run, question = await started_run(store, c.id)
+    await store.start_run(run, question)
+    log = AgentLog(id=uid(), conversation_id=c.id, action="a", status="success", created_at=T0 + 1)
+    outcome = RunOutcome(
+        status="completed",
+        events=[StoredEvent(seq=1, type="run.completed", data={})],
+        messages=[reply(run, "Hello", T0 + 1)],
+        agent_logs=[log],
+    )
+    await store.finish_run(run.id, outcome)
+    await store.finish_run(run.id, outcome)
+    assert await store.list_runs(c.id) == [await store.get_run(run.id)]
+    assert await store.list_messages(c.id) == [question, *outcome.messages]
+    assert await store.list_run_events(run.id) == outcome.events
+    assert await store.list_agent_logs(conversation_id=c.id) == ([log], 1)
 
 
 async def test_a_run_without_a_visitor_message(store: Store) -> None:
@@ -643,7 +664,12 @@ async def test_a_webhook_event_is_claimed_once(store: Store) -> None:
 
 
 async def test_ping(store: Store) -> None:
-    await store.ping()
+    assert await store.ping() is None
+    await store.close()
+    with pytest.raises(StoreUnavailable):  # a closed store cannot answer
+        await store.ping()
+    await store.open()
+    assert await store.ping() is None
 
 
 # Retention

@@ -1,5 +1,9 @@
-"""The Store protocol: what the engine and the API need from durable storage."""
+"""The Store protocol, by data area: what the engine and the API need from durable storage.
 
+Each area is a protocol of its own; `Store` combines them all and is what callers hold.
+"""
+
+from collections.abc import Mapping
 from typing import Protocol
 
 from app.store.models import (
@@ -21,8 +25,18 @@ from app.store.models import (
     WebhookDelivery,
 )
 
+# What `update_conversation` may change.
+CONVERSATION_CHANGES = frozenset({"active_agent", "state", "metadata", "definition"})
 
-class Store(Protocol):
+
+def check_conversation_changes(changes: Mapping[str, object]) -> None:
+    if unknown := set(changes) - CONVERSATION_CHANGES:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+
+
+class Plumbing(Protocol):
+    """Connection, schema and retention."""
+
     name: str
 
     async def open(self) -> None:
@@ -31,7 +45,32 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise if the store cannot answer."""
+        """Return when the store answers; raise `StoreUnavailable` when it is closed or
+        cannot be reached."""
+
+    async def purge_older_than(self, cutoff: float) -> dict[str, int]:
+        """Delete what is older than `cutoff` (a Unix time), in one transaction, and
+        return how many rows of each kind went, under these keys (0 when none):
+
+        - `run_events`: the durable events of finished runs (status not `queued` or
+          `running`) whose `finished_at` (or `created_at` when unset) is before the
+          cutoff, except each run's terminal event (`run.completed`, `run.stopped`,
+          `run.failed`), so that a replay of the run still ends; the run rows stay.
+        - `agent_logs`: tool execution logs with `created_at` before the cutoff.
+        - `webhook_deliveries`: deliveries no longer `pending` whose `updated_at` is
+          before the cutoff (their attempts go with them).
+        - `conversations`: conversations (and workflows) whose `updated_at` is before the
+          cutoff and that have no `queued` or `running` run, each with everything
+          derived from it, exactly as `delete_conversation` erases it (messages, runs and
+          their events, agent states, memory, lead, agent messages, side effects,
+          approvals, tool logs, webhook deliveries).
+
+        Rows counted under one key are not counted again under another (the events and
+        logs of a purged conversation count under `conversations` only)."""
+
+
+class ConversationStore(Protocol):
+    """Conversations (and workflows) and their messages."""
 
     async def create_conversation(self, conversation: Conversation) -> None: ...
 
@@ -39,9 +78,21 @@ class Store(Protocol):
 
     async def delete_conversation(self, conversation_id: str) -> list[str] | None:
         """Erase the conversation and everything derived from it; return the ids of its
-        runs, or None if there was no such conversation."""
+        runs, oldest first, or None if there was no such conversation."""
 
     async def list_messages(self, conversation_id: str) -> list[StoredMessage]: ...
+
+    async def list_conversations(
+        self, limit: int = 50, kind: str | None = None
+    ) -> list[Conversation]:
+        """The most recently active conversations and workflows."""
+
+    async def update_conversation(self, conversation_id: str, **changes: object) -> None:
+        """Change `active_agent`, `state`, `metadata` or `definition`."""
+
+
+class RunStore(Protocol):
+    """Runs, their durable events, and the agents' saved states."""
 
     async def start_run(self, run: RunRecord, user_message: StoredMessage | None) -> None:
         """Record a queued run and the visitor's message together (a run that resumes a
@@ -56,23 +107,20 @@ class Store(Protocol):
 
     async def list_run_events(self, run_id: str, after_seq: int = 0) -> list[StoredEvent]: ...
 
-    async def load_agent_state(self, conversation_id: str, agent: str) -> str | None: ...
-
     async def list_unfinished_runs(self) -> list[RunRecord]:
         """Runs still queued or running: after a restart, those a previous process left."""
 
     async def list_runs(self, conversation_id: str, limit: int = 50) -> list[RunRecord]:
         """The conversation's latest runs, oldest first."""
 
-    async def list_conversations(
-        self, limit: int = 50, kind: str | None = None
-    ) -> list[Conversation]:
-        """The most recently active conversations and workflows."""
+    async def load_agent_state(self, conversation_id: str, agent: str) -> str | None: ...
 
-    async def update_conversation(self, conversation_id: str, **changes: object) -> None:
-        """Change `active_agent`, `state`, `metadata` or `definition`."""
+    async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
+        """Save agents' states mid-run (a reply parked on an approval)."""
 
-    # Shared memory
+
+class MemoryStore(Protocol):
+    """Shared memory: what the agents note about a conversation or workflow."""
 
     async def put_memory(self, entry: MemoryEntry) -> None: ...
 
@@ -82,8 +130,8 @@ class Store(Protocol):
 
     async def delete_memory(self, conversation_id: str, scope: MemoryScope, key: str) -> bool: ...
 
-    # Leads
 
+class LeadStore(Protocol):
     async def save_lead(self, lead: Lead) -> None:
         """Insert or replace the lead."""
 
@@ -101,17 +149,18 @@ class Store(Protocol):
     ) -> tuple[list[Lead], int]:
         """A page of leads, newest first, and how many match in all."""
 
-    # Agent-to-agent messages
 
-    async def add_agent_message(self, message: AgentMessage) -> None: ...
+class ApprovalStore(Protocol):
+    """Operators' approvals of tool calls, and the ledger of business actions."""
 
-    async def list_agent_messages(
-        self, conversation_id: str, undelivered: bool = False
-    ) -> list[AgentMessage]: ...
+    async def save_approval(self, approval: Approval) -> None:
+        """Insert or update an approval."""
 
-    async def mark_agent_messages_delivered(self, message_ids: list[str]) -> None: ...
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
 
-    # Business tools
+    async def list_approvals(
+        self, status: str | None = None, conversation_id: str | None = None
+    ) -> list[Approval]: ...
 
     async def get_side_effect(self, key: str) -> SideEffect | None:
         """The ledger entry of an action, by its idempotency key."""
@@ -121,6 +170,10 @@ class Store(Protocol):
 
     async def list_side_effects(self, conversation_id: str) -> list[SideEffect]:
         """The conversation's ledger entries, oldest first (by `created_at`, then `key`)."""
+
+
+class AgentLogStore(Protocol):
+    """Tool execution logs and agent-to-agent messages."""
 
     async def list_agent_logs(
         self,
@@ -133,19 +186,17 @@ class Store(Protocol):
     ) -> tuple[list[AgentLog], int]:
         """Tool execution logs (written by `finish_run`), newest first, and the total."""
 
-    async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
-        """Save agents' states mid-run (a reply parked on an approval)."""
+    async def add_agent_message(self, message: AgentMessage) -> None: ...
 
-    async def save_approval(self, approval: Approval) -> None:
-        """Insert or update an approval."""
+    async def list_agent_messages(
+        self, conversation_id: str, undelivered: bool = False
+    ) -> list[AgentMessage]: ...
 
-    async def get_approval(self, approval_id: str) -> Approval | None: ...
+    async def mark_agent_messages_delivered(self, message_ids: list[str]) -> None: ...
 
-    async def list_approvals(
-        self, status: str | None = None, conversation_id: str | None = None
-    ) -> list[Approval]: ...
 
-    # Webhooks
+class WebhookStore(Protocol):
+    """Operators' webhooks, each delivery to them with its attempts, one-time events."""
 
     async def create_webhook(self, webhook: Webhook) -> None:
         """Insert a webhook; `events` is a list of event type names (JSON in SQL). A new
@@ -209,24 +260,16 @@ class Store(Protocol):
         """Remember `key` (e.g. `lead.qualified:<lead_id>`) for good: True the first time,
         False ever after. Atomic: of concurrent callers with one key, only one gets True."""
 
-    # Retention
 
-    async def purge_older_than(self, cutoff: float) -> dict[str, int]:
-        """Delete what is older than `cutoff` (a Unix time), in one transaction, and
-        return how many rows of each kind went, under these keys (0 when none):
-
-        - `run_events`: the durable events of finished runs (status not `queued` or
-          `running`) whose `finished_at` (or `created_at` when unset) is before the
-          cutoff, except each run's terminal event (`run.completed`, `run.stopped`,
-          `run.failed`), so that a replay of the run still ends; the run rows stay.
-        - `agent_logs`: tool execution logs with `created_at` before the cutoff.
-        - `webhook_deliveries`: deliveries no longer `pending` whose `updated_at` is
-          before the cutoff (their attempts go with them).
-        - `conversations`: conversations (and workflows) whose `updated_at` is before the
-          cutoff and that have no `queued` or `running` run, each with everything
-          derived from it, exactly as `delete_conversation` erases it (messages, runs and
-          their events, agent states, memory, lead, agent messages, side effects,
-          approvals, tool logs, webhook deliveries).
-
-        Rows counted under one key are not counted again under another (the events and
-        logs of a purged conversation count under `conversations` only)."""
+class Store(
+    Plumbing,
+    ConversationStore,
+    RunStore,
+    MemoryStore,
+    LeadStore,
+    ApprovalStore,
+    AgentLogStore,
+    WebhookStore,
+    Protocol,
+):
+    """Every area: durable storage as the server uses it."""

@@ -13,6 +13,7 @@ from app.store.models import RunOutcome, RunRecord, StoredMessage
 
 TIMESTAMP_COLUMNS = frozenset(
     {"created_at", "updated_at", "finished_at", "resolved_at", "next_attempt_at", "at"}
+    | {"previous_secret_expires_at"}
 )
 # Columns only Postgres has (insertion order), never part of a record.
 INTERNAL_COLUMNS = frozenset({"ordinal"})
