@@ -44,10 +44,13 @@ async def test_a_write_during_a_read_after_another_worker_wrote(tmp_path: Path) 
             await conversation(first)
         # A read of the first worker is under way (its snapshot is open) when the second
         # worker commits; the first worker's next write must still go through.
-        async with first.db.execute("SELECT id FROM conversations") as cursor:
-            assert await cursor.fetchone() is not None
-            await conversation(second)
-            written = await conversation(first)
+        reader = first._reader
+        assert reader is not None
+        cursor = await reader.run(lambda db: db.execute("SELECT id FROM conversations"))
+        assert await reader.run(lambda db: cursor.fetchone()) is not None
+        await conversation(second)
+        written = await conversation(first)
+        await reader.run(lambda db: cursor.close())
         assert await second.get_conversation(written.id) is not None
     finally:
         await first.close()
@@ -58,8 +61,8 @@ async def test_workers_starting_together_apply_each_migration_once(tmp_path: Pat
     stores = [SQLiteStore(tmp_path / "new.db") for _ in range(4)]
     await asyncio.gather(*(store.open() for store in stores))
     try:
-        async with stores[0].db.execute("SELECT version FROM schema_migrations") as cursor:
-            versions = [row[0] for row in await cursor.fetchall()]
+        rows = await stores[0]._fetch("SELECT version FROM schema_migrations ORDER BY version")
+        versions = [row["version"] for row in rows]
         assert versions == sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))
         await conversation(stores[3])
     finally:
