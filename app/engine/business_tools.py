@@ -18,7 +18,14 @@ from typing import Any
 from agentscope.tool import ToolChunk
 from pydantic import BaseModel, Field
 
-from app.engine.leads import VERIFIED, LeadFields, fields_of, record_lead, yearly_value
+from app.engine.leads import (
+    VERIFIED,
+    LeadFields,
+    fields_of,
+    lead_of,
+    record_lead,
+    yearly_value,
+)
 from app.engine.tool_base import (
     ToolDef,
     ToolFunction,
@@ -96,7 +103,7 @@ async def once(
 
 
 async def _lead(ctx: TurnContext) -> Lead | None:
-    return await ctx.store.get_lead_for_conversation(ctx.run.conversation_id)
+    return await lead_of(ctx.store, ctx.run.conversation_id)
 
 
 async def _lead_with_email(ctx: TurnContext) -> Lead:

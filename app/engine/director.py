@@ -23,7 +23,7 @@ from app.engine.flow import (
     route,
     when,
 )
-from app.engine.leads import VERIFIED, LeadFields, fields_of, record_lead
+from app.engine.leads import VERIFIED, LeadFields, fields_of, lead_of, record_lead
 from app.engine.memory import SharedMemory
 from app.engine.runs.run import Run
 from app.engine.steps import Confirm, call_tool
@@ -122,7 +122,7 @@ class Director:
         self.needs_approval = needs_approval
 
     async def state(self, conversation_id: str) -> tuple[LeadState, dict[str, Any]]:
-        lead = await self.store.get_lead_for_conversation(conversation_id)
+        lead = await lead_of(self.store, conversation_id)
         memory = await SharedMemory(self.store, conversation_id).recall()
         offered = memory.get(OFFERED) or {}
         state = LeadState(

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.engine import turn_cache
 from app.engine.emit import Emit
 from app.events import LeadUpdated
 from app.store import Store
@@ -170,6 +171,14 @@ def fields_of(lead: Lead) -> dict[str, Any]:
     return {key: value for key, value in lead.fields.items() if key not in SERVER_KEYS}
 
 
+async def lead_of(store: Store, conversation_id: str) -> Lead | None:
+    """The conversation's lead, read once per turn (see `turn_cache`): a copy to change."""
+    lead = await turn_cache.read(
+        "lead", conversation_id, lambda: store.get_lead_for_conversation(conversation_id)
+    )
+    return lead.model_copy(deep=True) if lead is not None else None
+
+
 async def record_lead(
     store: Store,
     conversation_id: str | None,
@@ -185,7 +194,7 @@ async def record_lead(
     `lead.updated` is emitted only when something changed. `sources` names the visitor
     message each new field came from (kept under the fields' `sources` key)."""
     now = time.time()
-    lead = await store.get_lead_for_conversation(conversation_id) if conversation_id else None
+    lead = await lead_of(store, conversation_id) if conversation_id else None
     if lead is None:
         lead = Lead(
             id=uuid.uuid4().hex,
@@ -212,6 +221,7 @@ async def record_lead(
         return lead
     lead.updated_at = now
     await store.save_lead(lead)
+    turn_cache.changed("lead", lead.conversation_id or "")
     if run is not None:
         await run.emit(
             LeadUpdated,

@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+from app.engine import turn_cache
 from app.engine.emit import Emit
 from app.events import MemoryUpdated
 from app.store import Store
@@ -63,15 +64,22 @@ class SharedMemory:
             updated_at=time.time(),
         )
         await self.store.put_memory(entry)
+        turn_cache.changed("memory", self.conversation_id)
         if self.run is not None:
             await self.run.emit(MemoryUpdated, agent=agent, scope=scope, key=key, value=value)
         return entry
+
+    async def entries(self) -> list[MemoryEntry]:
+        """Every entry, every scope (read once per turn: see `turn_cache`)."""
+        return await turn_cache.read(
+            "memory", self.conversation_id, lambda: self.store.list_memory(self.conversation_id)
+        )
 
     async def recall(self, key: str | None = None) -> dict[str, Any]:
         """Every fact (conversation scope wins over workflow scope), or one by key."""
         facts: dict[str, Any] = {}
         for entry in sorted(
-            await self.store.list_memory(self.conversation_id),
+            await self.entries(),
             key=lambda e: e.scope == "conversation",
         ):
             facts[entry.key] = entry.value

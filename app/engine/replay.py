@@ -188,13 +188,17 @@ class RunJournal:
         self._writer: asyncio.Task[None] | None = None
         self._paused_until = 0.0
         self._closed = False
+        self.pending = False  # durable events not written yet
 
     def due(self, event: Event, now: float) -> bool:
-        """Whether a live-only event (a delta, a heartbeat) calls for a write: half the
-        reservation is used, or a reply's text was last written a while ago."""
+        """Whether an event calls for a write: half the reservation is used, or events or
+        a reply's text wait and the last write is a while ago. (Not one per event: a
+        turn's start and end are one write each; a crash loses at most FLUSH_SECONDS of
+        what has no live copy elsewhere, and every seq stays reserved.)"""
         if event.seq > self.reserved - SEQ_BLOCK // 2:
             return True
-        return event.type == "message.delta" and now - self.flushed_at >= FLUSH_SECONDS
+        waiting = self.pending or event.type == "message.delta"
+        return waiting and now - self.flushed_at >= FLUSH_SECONDS
 
     def want(self) -> None:
         """Ask for a write: now, or right after the one under way."""
@@ -225,6 +229,7 @@ class RunJournal:
     async def _write(self) -> None:
         while self._wanted and not self._closed:
             self._wanted = False
+            self.pending = False
             self.flushed_at = time.monotonic()
             checkpoint = self._take()
             self._unsaved += checkpoint.rows

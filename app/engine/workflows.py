@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from app.agents import AGENTS
 from app.engine.contributions import Contribution
 from app.engine.group import VISITOR, Group, brief_note
+from app.engine.leads import lead_of
 from app.engine.runs.run import Run
+from app.engine.turn_cache import kept_for_the_turn
 from app.events import ErrorInfo, WorkflowStateChanged
 from app.observability.tracing import agent_span
 
@@ -136,7 +138,7 @@ async def routing_context(group: Group, run: Run) -> dict[str, Any]:
     """What a routing rule reads: `metadata.*` (the conversation's metadata, with the
     request's, and its lead's live `lead_score` and `lead_stage`), `lead.*` (the lead's
     fields, `score`, `stage`), `memory.*` (shared memory, every scope) and `input`."""
-    lead = await group.store.get_lead_for_conversation(run.conversation_id)
+    lead = await lead_of(group.store, run.conversation_id)
     metadata = {**run.conversation.metadata, **(run.workflow_metadata or {})}
     if lead is not None:
         metadata |= {"lead_score": lead.score, "lead_stage": lead.stage}
@@ -247,6 +249,10 @@ class WorkflowEngine:
         self.control = control
 
     async def run(self, run: Run) -> None:
+        with kept_for_the_turn():  # the flow reads the lead and memory again and again
+            await self._run(run)
+
+    async def _run(self, run: Run) -> None:
         definition = definition_of(run)
         if definition is None:
             await self.group.run(run)

@@ -97,8 +97,8 @@ class Run:
             self.durable_events.append(durable(event))
             for reply in self.replies:
                 reply.interrupted = True
-            self.journal.want()
-        elif self.journal.due(event, now):
+            self.journal.pending = True
+        if self.journal.due(event, now):
             self.journal.want()
         if event.seq > self.journal.reserved:
             await self.journal.cover(event.seq)  # no seq goes out that a crash could reuse
