@@ -1,5 +1,5 @@
 """Run the bench: `python -m bench [--quick] [--only SCENARIO ...] [--out DIR] [--profile]
-[--database-url URL]`.
+[--database-url URL] [--redis-url URL]`.
 
 Starts Parley (with the paced model) and the baseline as separate processes on
 127.0.0.1, runs each scenario against both, prints Markdown tables and writes
@@ -20,13 +20,14 @@ from bench import profile, report
 from bench.catalog import RUNNERS, SCENARIOS
 from bench.postgres import database_url
 from bench.procstat import pin
+from bench.scaling import redis_url
 from bench.scenarios import FULL, QUICK, Plan, Servers
 from bench.servers import SERVER_CPU
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLIENT_CPU = 1 - SERVER_CPU
 # Bounds of the whole run: it stops by itself past these.
-BUDGET_SECONDS = {"full": 1200.0, "quick": 180.0}
+BUDGET_SECONDS = {"full": 1500.0, "quick": 180.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,8 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument(
         "--database-url",
-        help="the Postgres for first_token_postgres (default: TEST_DATABASE_URL, else "
-        "postgresql://postgres@127.0.0.1:5432/test); it creates and drops a database there",
+        help="the Postgres of the Postgres scenarios (default: TEST_DATABASE_URL, else "
+        "postgresql://postgres@127.0.0.1:5432/test); each creates and drops databases there",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="the Redis of workers_redis_postgres (default: TEST_REDIS_URL, else "
+        "redis://127.0.0.1:6379/0); its keys go under a prefix of their own, deleted after",
     )
     parser.add_argument(
         "--profile",
@@ -50,8 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(plan: Plan, names: list[str], database: str) -> tuple[dict[str, list[dict]], bool]:
-    servers = Servers(fresh=plan.fresh_servers, database_url=database)
+async def run(
+    plan: Plan, names: list[str], database: str, redis: str
+) -> tuple[dict[str, list[dict]], bool]:
+    servers = Servers(fresh=plan.fresh_servers, database_url=database, redis_url=redis)
     results: dict[str, list[dict]] = {}
     try:
         for name in names:
@@ -82,7 +90,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     names = list(args.only or SCENARIOS)
     started, load_before = time.monotonic(), os.getloadavg()[0]
     async with asyncio.timeout(BUDGET_SECONDS[plan.name]):
-        results, pinned = await run(plan, names, database_url(args.database_url))
+        results, pinned = await run(
+            plan, names, database_url(args.database_url), redis_url(args.redis_url)
+        )
     return {
         "meta": {
             "command": command_line(args),
@@ -108,7 +118,11 @@ async def profile_async(args: argparse.Namespace) -> None:
     plan = QUICK if args.quick else FULL
     async with asyncio.timeout(BUDGET_SECONDS[plan.name]):
         written = await profile.profile_parley(
-            plan, args.out / "profiles", args.only or SCENARIOS, args.transport
+            plan,
+            args.out / "profiles",
+            args.only or SCENARIOS,
+            args.transport,
+            database_url(args.database_url),
         )
     for path in written:
         print(f"== {path}\n" + "\n".join(path.read_text().splitlines()[:40]) + "\n")

@@ -4,7 +4,9 @@ from collections.abc import Awaitable, Callable
 
 from bench.fanout import live_view_fanout
 from bench.peer.scenario import peer
-from bench.postgres import first_token_postgres
+from bench.phases import turn_phases
+from bench.postgres import concurrent_streams_postgres, first_token_postgres
+from bench.scaling import workers_redis_postgres
 from bench.scenarios import (
     Plan,
     Servers,
@@ -14,6 +16,7 @@ from bench.scenarios import (
     per_token_cost,
 )
 from bench.tracing import tracing_cost
+from bench.under_load import ttft_under_load
 from bench.workers import workers
 
 RUNNERS: dict[str, Callable[[Plan, Servers], Awaitable[list[dict]]]] = {
@@ -24,6 +27,10 @@ RUNNERS: dict[str, Callable[[Plan, Servers], Awaitable[list[dict]]]] = {
     "live_view_fanout": live_view_fanout,
     "workers": workers,
     "first_token_postgres": first_token_postgres,
+    "concurrent_streams_postgres": concurrent_streams_postgres,
+    "ttft_under_load": ttft_under_load,
+    "turn_phases": turn_phases,
+    "workers_redis_postgres": workers_redis_postgres,
     "peer": peer,
     "tracing_cost": tracing_cost,
 }

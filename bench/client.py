@@ -16,12 +16,13 @@ import asyncio
 import base64
 import json
 import os
+import re
 import time
 import uuid
 from array import array
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 SSE_DELTA = b"event: message.delta"
 SSE_TERMINALS = (b"event: run.completed", b"event: run.failed", b"event: run.stopped")
@@ -77,6 +78,7 @@ class StreamResult:
 
     started: float = 0.0
     sent: float = 0.0
+    sent_wall: float = 0.0  # `sent` as `time.time()`, to set against the events' `ts`
     first_token: float | None = None
     last_token: float | None = None
     ended: float = 0.0
@@ -107,7 +109,10 @@ class StreamResult:
         self.tokens += count
 
 
-async def _guarded(result: StreamResult, body: Coroutine[Any, Any, None]) -> StreamResult:
+R = TypeVar("R", bound=StreamResult)
+
+
+async def _guarded(result: R, body: Coroutine[Any, Any, None]) -> R:
     """Run one stream's body, turning its failures into `result.error`."""
     try:
         await body
@@ -122,6 +127,35 @@ async def _guarded(result: StreamResult, body: Coroutine[Any, Any, None]) -> Str
 def _close(writer: asyncio.StreamWriter | None) -> None:
     if writer is not None:
         writer.close()
+
+
+async def _post(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    target: Target,
+    body: bytes,
+    result: StreamResult,
+) -> bool:
+    """`POST body` to the target's SSE path and read the response's head into `result`
+    (`sent` is when the request was written); whether the stream is there to read."""
+    head = (
+        f"POST {target.sse_path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+        "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    result.sent, result.sent_wall = time.perf_counter(), time.time()
+    writer.write(head + body)
+    response = await reader.readuntil(b"\r\n\r\n")
+    status = int(response.split(b" ", 2)[1])
+    for line in response.split(b"\r\n"):
+        if line.lower().startswith(b"x-run-id:"):
+            result.run_id = line.split(b":", 1)[1].strip().decode()
+        elif line.lower().startswith(b"x-conversation-id:"):
+            result.conversation_id = line.split(b":", 1)[1].strip().decode()
+    if status != 200:
+        result.error = f"HTTP {status}"
+        return False
+    return True
 
 
 async def sse_stream(
@@ -155,22 +189,7 @@ async def sse_post(
         nonlocal writer
         async with asyncio.timeout(time_limit):
             reader, writer = await asyncio.open_connection(target.host, target.port)
-            head = (
-                f"POST {target.sse_path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-                "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            result.sent = time.perf_counter()
-            writer.write(head + body)
-            response = await reader.readuntil(b"\r\n\r\n")
-            status = int(response.split(b" ", 2)[1])
-            for line in response.split(b"\r\n"):
-                if line.lower().startswith(b"x-run-id:"):
-                    result.run_id = line.split(b":", 1)[1].strip().decode()
-                elif line.lower().startswith(b"x-conversation-id:"):
-                    result.conversation_id = line.split(b":", 1)[1].strip().decode()
-            if status != 200:
-                result.error = f"HTTP {status}"
+            if not await _post(reader, writer, target, body, result):
                 return
             carry = b""
             while result.terminal is None:
@@ -194,6 +213,70 @@ async def sse_post(
                     if marker in chunk:
                         result.terminal = name
                 carry = chunk[-keep:]
+
+    try:
+        return await _guarded(result, run())
+    finally:
+        _close(writer)
+
+
+# One SSE event's type and data line (Parley's frames: `event:` then one `data:` line).
+SSE_EVENT = re.compile(rb"event: ([a-z_.]+)\r\ndata: ([^\r\n]*)\r\n")
+# The events whose times mark a turn's phases (the first of each), and the terminal ones.
+LANDMARKS = frozenset({"run.started", "message.delta", "message.completed"})
+TERMINAL_TYPES = frozenset({"run.completed", "run.failed", "run.stopped"})
+
+
+@dataclass
+class PhaseResult(StreamResult):
+    """A turn's stream with, for the first event of each landmark type and its terminal
+    event, when it reached the client (`time.time()`) and its `ts`."""
+
+    arrived: dict[str, float] = field(default_factory=dict)
+    ts: dict[str, float] = field(default_factory=dict)
+
+
+async def sse_phases(target: Target, message: str, time_limit: float) -> PhaseResult:
+    """One turn over SSE, parsed into events: its tokens as `sse_stream` counts them,
+    and the arrival and `ts` of its landmark events. An event arrives with the read that
+    completes it."""
+    result = PhaseResult(started=time.perf_counter())
+    body = json.dumps({"message": message}).encode()
+    writer: asyncio.StreamWriter | None = None
+
+    async def run() -> None:
+        nonlocal writer
+        async with asyncio.timeout(time_limit):
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+            if not await _post(reader, writer, target, body, result):
+                return
+            pending = b""
+            while result.terminal is None:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    result.error = "closed before the terminal event"
+                    return
+                now, wall = time.perf_counter(), time.time()
+                pending += data
+                # Whole events only: each ends with a blank line (chunk sizes in between
+                # are not events and do not match).
+                end = pending.rfind(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                complete, pending = pending[: end + 4], pending[end + 4 :]
+                deltas = 0
+                for match in SSE_EVENT.finditer(complete):
+                    kind = match[1].decode()
+                    if kind == "message.delta":
+                        deltas += 1
+                    if kind in result.arrived or not (kind in LANDMARKS or kind in TERMINAL_TYPES):
+                        continue
+                    result.arrived[kind] = wall
+                    result.ts[kind] = json.loads(match[2])["ts"]
+                    if kind in TERMINAL_TYPES:
+                        result.terminal = kind
+                if deltas:
+                    result.tokens_arrived(deltas, now)
 
     try:
         return await _guarded(result, run())

@@ -4,9 +4,10 @@
 with SQLite under D and serves it with uvicorn in this one process (one worker).
 Only the provider factory is replaced, in this process: runs, bus, store and SSE
 are Parley's own. `--database-url URL` puts the store on Postgres instead;
+`--redis-url URL` (with `--redis-prefix P`) puts the bus on Redis;
 `--workers N` (N > 1) has uvicorn start N worker processes, each building the same app
 with `create_bench_app` (uvicorn needs an import string for that), which reads the
-data folder and the database URL from the environment. `--otlp-endpoint URL` turns
+data folder, the database and Redis from the environment. `--otlp-endpoint URL` turns
 tracing on, exporting to URL.
 """
 
@@ -64,13 +65,21 @@ def trace_allocations(folder: Path, frames: int = 10) -> None:
 DATA_DIR_ENV = "PARLEY_BENCH_DATA_DIR"
 DATABASE_URL_ENV = "PARLEY_BENCH_DATABASE_URL"
 OTLP_ENDPOINT_ENV = "PARLEY_BENCH_OTLP_ENDPOINT"
+REDIS_URL_ENV = "PARLEY_BENCH_REDIS_URL"
+REDIS_PREFIX_ENV = "PARLEY_BENCH_REDIS_PREFIX"
+# Every worker signs conversation tokens alike, as replicas on one Redis must.
+VISITOR_TOKEN_SECRET = "parley-bench-visitor-token-secret"
 
 
 def build_app(
-    data_dir: str, database_url: str | None = None, otlp_endpoint: str | None = None
+    data_dir: str,
+    database_url: str | None = None,
+    otlp_endpoint: str | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str = "parley",
 ) -> object:
-    """Parley's app with the paced model, SQLite under `data_dir` (or Postgres), and
-    tracing to `otlp_endpoint` if given."""
+    """Parley's app with the paced model, SQLite under `data_dir` (or Postgres), the
+    in-process bus (or Redis), and tracing to `otlp_endpoint` if given."""
     import app.llm.factory as factory
     from app.config import Settings
 
@@ -87,6 +96,9 @@ def build_app(
         rate_limits_enabled=False,  # the bench's load comes from one address
         shutdown_grace_seconds=0,
         otel_exporter_otlp_endpoint=otlp_endpoint,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        visitor_token_secret=VISITOR_TOKEN_SECRET if redis_url else None,
     )
     return app.main.create_app(settings)
 
@@ -97,6 +109,8 @@ def create_bench_app() -> object:
         os.environ[DATA_DIR_ENV],
         os.environ.get(DATABASE_URL_ENV) or None,
         os.environ.get(OTLP_ENDPOINT_ENV) or None,
+        os.environ.get(REDIS_URL_ENV) or None,
+        os.environ.get(REDIS_PREFIX_ENV) or "parley",
     )
 
 
@@ -107,6 +121,8 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--database-url", help="the Postgres store instead of SQLite")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--redis-url", help="the Redis bus instead of the in-process one")
+    parser.add_argument("--redis-prefix", default="parley", help="the Redis bus's key prefix")
     parser.add_argument("--otlp-endpoint", help="trace, exporting over OTLP/HTTP to this URL")
     parser.add_argument(
         "--tracemalloc",
@@ -120,6 +136,8 @@ def main() -> None:
         os.environ[DATA_DIR_ENV] = args.data_dir
         os.environ[DATABASE_URL_ENV] = args.database_url or ""
         os.environ[OTLP_ENDPOINT_ENV] = args.otlp_endpoint or ""
+        os.environ[REDIS_URL_ENV] = args.redis_url or ""
+        os.environ[REDIS_PREFIX_ENV] = args.redis_prefix
         uvicorn.run(
             "bench.parley_server:create_bench_app",
             factory=True,
@@ -131,7 +149,9 @@ def main() -> None:
         )
         return
     uvicorn.run(
-        build_app(args.data_dir, args.database_url, args.otlp_endpoint),  # type: ignore[arg-type]
+        build_app(  # type: ignore[arg-type]
+            args.data_dir, args.database_url, args.otlp_endpoint, args.redis_url, args.redis_prefix
+        ),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -65,3 +65,28 @@ def unpin(pid: int) -> None:
     """Let a process run on every CPU again."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(pid, range(os.cpu_count() or 1))
+
+
+def named_cpu_seconds(names: frozenset[str]) -> dict[int, float]:
+    """`cpu_seconds` of each process whose command name is one of `names` (e.g. the
+    Postgres and Redis servers, whichever user runs them), by process id."""
+    found: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                text = file.read()
+        except OSError:
+            continue  # gone meanwhile
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        if name in names:
+            fields = text.rsplit(")", 1)[1].split()
+            found[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def cpu_used_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes alive at `after` used since `before` (a process started
+    in between counts from 0; one that ended in between is left out)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())

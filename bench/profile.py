@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 
 from bench.client import STREAMERS, Target
+from bench.phases import phase_spec
+from bench.postgres import NoBackend, database_url, fresh_database
 from bench.scenarios import Plan, warm
 from bench.servers import ParleyServer
 from bench.tokens import TokenSpec
@@ -125,10 +127,14 @@ def summarise(folded: Path, top: int = 30) -> str:
         return f"{title} ({total} samples of the event-loop thread)\n" + "\n".join(rows)
 
     other = "\n".join(f"{n / total * 100:5.1f}%  {name}" for name, n in others.most_common(10))
+    # Parley's own functions, where a turn's start and end costs show by name.
+    own = Counter({name: n for name, n in inclusive.items() if " (app/" in name})
     return (
         block("self", self_time)
         + "\n\n"
         + block("inclusive", inclusive)
+        + "\n\n"
+        + block("inclusive, Parley's own code (app/)", own)
         + f"\n\nother threads ({len(threads) - 1}), relative to the loop thread's samples\n"
         + other
         + "\n"
@@ -200,50 +206,73 @@ def summarise_memory(snapshot: Path, streams: int, top: int = 30) -> str:
 
 
 async def profile_parley(
-    plan: Plan, folder: Path, names: Sequence[str], transport: str = "sse"
+    plan: Plan,
+    folder: Path,
+    names: Sequence[str],
+    transport: str = "sse",
+    database: str | None = None,
 ) -> list[Path]:
     """Profile Parley under the load of each named scenario, streamed over `transport`;
-    the summaries written. `folder` must exist."""
+    the summaries written. `folder` must exist. `turn_phases` is profiled on SQLite and
+    on a fresh database of the Postgres at `database`."""
     if py_spy() is None and set(names) - {"idle_stream_memory"}:
         raise RuntimeError("py-spy is not installed (pip install -r bench/requirements.txt)")
     stream = STREAMERS[transport]
     paced = TokenSpec(tokens=plan.stream_tokens, interval_ms=plan.stream_interval_ms)
+    suffix = "" if transport == "sse" else "." + transport
 
     async def sequential(target: Target, spec: TokenSpec, count: int) -> None:
         for _ in range(count):
             await stream(target, spec.message(), 120.0)
 
-    async def concurrent(target: Target) -> None:
-        await asyncio.gather(
-            *(
-                stream(target, paced.message(), plan.stream_time_limit)
-                for _ in range(max(plan.streams))
+    async def concurrent(target: Target, spec: TokenSpec, count: int, rounds: int = 1) -> None:
+        for _ in range(rounds):
+            await asyncio.gather(
+                *(stream(target, spec.message(), plan.stream_time_limit) for _ in range(count))
             )
-        )
 
     loads: dict[str, Callable[[Target], Awaitable[object]]] = {
         "per_token_cost": lambda t: sequential(t, TokenSpec(tokens=max(plan.per_token_sizes)), 6),
         "first_token": lambda t: sequential(t, TokenSpec(tokens=5), plan.first_token_samples),
-        "concurrent_streams": concurrent,
+        "concurrent_streams": lambda t: concurrent(t, paced, max(plan.streams)),
     }
     written = []
     for name, load in loads.items():
-        if name not in names:
-            continue
-        folded = folder / f"{name}{'' if transport == 'sse' else '.' + transport}.folded"
-        parley = ParleyServer()
-        parley.spawn()
+        if name in names:
+            folded = folder / f"{name}{suffix}.folded"
+            written += await _profiled(plan, folded, ParleyServer(), load)
+    if "turn_phases" in names:
+        # The most concurrent turns of the scenario, twice: many turns starting and ending.
+        phases = partial(
+            concurrent, spec=phase_spec(plan), count=max(plan.phase_concurrency), rounds=2
+        )
+        folded = folder / f"turn_phases{suffix}.folded"
+        written += await _profiled(plan, folded, ParleyServer(), phases)
         try:
-            parley.wait_ready()
-            await warm(parley, "sse", plan.warmup)
-            await record(parley.pid, folded, partial(load, parley.target))
-        finally:
-            parley.stop()
-        if (summary := write_summary(folded)) is not None:
-            written.append(summary)
+            async with fresh_database(database or database_url(None)) as url:
+                on_postgres = ParleyServer("--database-url", url)
+                folded = folder / f"turn_phases.postgres{suffix}.folded"
+                written += await _profiled(plan, folded, on_postgres, phases)
+        except NoBackend as exc:
+            print(f"[bench] turn_phases on Postgres not profiled: {exc}", file=sys.stderr)
     if "idle_stream_memory" in names:
         written.append(await profile_idle_memory(plan, folder))
     return written
+
+
+async def _profiled(
+    plan: Plan, folded: Path, parley: ParleyServer, load: Callable[[Target], Awaitable[object]]
+) -> list[Path]:
+    """py-spy's samples of `parley` (started here, warmed) under `load`; its summary."""
+    parley.spawn()
+    try:
+        parley.wait_ready()
+        await warm(parley, "sse", plan.warmup)
+        await record(parley.pid, folded, partial(load, parley.target))
+    finally:
+        parley.stop()
+    summary = write_summary(folded)
+    return [] if summary is None else [summary]
 
 
 async def profile_idle_memory(plan: Plan, folder: Path) -> Path:

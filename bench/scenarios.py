@@ -54,14 +54,35 @@ class Plan:
     # Uvicorn workers: the concurrent-streams load at each worker count (SSE).
     workers: tuple[int, ...] = (1, 2)
     workers_streams: int = 500
-    # Peer: streams per worker at a p99 gap within the limit, in steps; per-token CPU of
-    # one stream at a time, tokens as fast as possible.
+    # Streams per worker: the most streams a server holds with a p99 gap within this.
+    gap_limit_ms: float = 30.0
+    # Peer: streams per worker in steps; per-token CPU of one stream at a time, tokens as
+    # fast as possible.
     peer_streams: tuple[int, ...] = (25, 50, 100, 200, 400, 800)
-    peer_gap_limit_ms: float = 30.0
     peer_cost_sizes: tuple[tuple[int, int], ...] = ((200, 50), (2_000, 5))  # (tokens, streams)
     peer_cost_reps: int = 3
     peer_build_venv: bool = True  # create bench/.peer-venv when it is missing
     peer_build_time_limit: float = 600.0
+    # Concurrent streams with Parley on the Postgres store.
+    postgres_streams: tuple[int, ...] = (500, 1000)
+    # Time to first token of `probe_turns` turns, `probe_spacing_s` apart, started once
+    # `under_load_streams` others stream (`under_load_tokens` tokens each at
+    # `stream_interval_ms`: long enough to outlast the probes).
+    under_load_streams: int = 500
+    under_load_tokens: int = 400
+    probe_turns: int = 5
+    probe_spacing_s: float = 0.25
+    # Workers on Redis + Postgres: streams held within `gap_limit_ms` at each worker count,
+    # in steps up to the first one missed, then `scale_refine` bisections between the
+    # largest step held and the smallest missed.
+    scale_workers: tuple[int, ...] = (1, 2)
+    scale_steps: tuple[int, ...] = (25, 50, 100, 200, 400, 800)
+    scale_refine: int = 2
+    # Turn phases: at each number of concurrent turns, rounds of that many turns of
+    # `phase_tokens` tokens at `stream_interval_ms` until `phase_samples` turns are in.
+    phase_concurrency: tuple[int, ...] = (1, 100, 500)
+    phase_samples: int = 20
+    phase_tokens: int = 50
 
 
 FULL = Plan(name="full")
@@ -88,17 +109,30 @@ QUICK = Plan(
     peer_cost_sizes=((20, 5),),
     peer_cost_reps=1,
     peer_build_venv=False,  # seconds, not the minute a venv takes: an existing one only
+    postgres_streams=(20,),
+    under_load_streams=20,
+    under_load_tokens=40,
+    probe_turns=2,
+    probe_spacing_s=0.1,
+    scale_steps=(5, 10),
+    scale_refine=0,
+    phase_concurrency=(1, 5),
+    phase_samples=5,
+    phase_tokens=10,
 )
 
 
 class Servers:
     """Hands out server pairs: a new one each time, or one shared by all scenarios."""
 
-    def __init__(self, fresh: bool, database_url: str | None = None) -> None:
+    def __init__(
+        self, fresh: bool, database_url: str | None = None, redis_url: str | None = None
+    ) -> None:
         self.fresh = fresh
         self.shared: ServerPair | None = None
         self.pinned = False
         self.database_url = database_url  # the Postgres to measure the Postgres store on
+        self.redis_url = redis_url  # the Redis of the Redis bus
 
     @asynccontextmanager
     async def pair(

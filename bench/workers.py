@@ -11,6 +11,8 @@ and each worker writes the same SQLite file (WAL).
 
 import asyncio
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bench.client import STREAMERS
 from bench.procstat import cpu_seconds, pin, unpin
@@ -26,42 +28,55 @@ async def workers(plan: Plan, servers: Servers) -> list[dict]:
     transport = "sse"
     for count in plan.workers:
         pinned = count == 1
-        cpu = SERVER_CPU if pinned else None
-        if not pinned:
-            unpin(os.getpid())
-        try:
+        with client_cpus(pinned):
             # One worker is the usual pair (the quick plan's shared one).
             custom = (
                 {}
                 if pinned
                 else {
-                    "parley": ParleyServer(workers=count, cpu=cpu),
-                    "baseline": BaselineServer(workers=count, cpu=cpu),
+                    "parley": ParleyServer(workers=count, cpu=None),
+                    "baseline": BaselineServer(workers=count, cpu=None),
                 }
             )
             async with servers.pair(**custom) as pair:
                 for server in pair.servers:
-                    await _warm(server, transport, plan.warmup)
-                    pids = server.worker_pids()
-                    before = [cpu_seconds(pid) for pid in pids]
-                    row = await _concurrent(plan, server, transport, plan.workers_streams)
-                    used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-                    # How the load split between the workers (they share one socket).
-                    row["worker_cpu"] = [round(u / row["wall_s"], 3) for u in used]
+                    await warm_workers(server, transport, plan.warmup)
+                    row = await concurrent_by_worker(plan, server, transport, plan.workers_streams)
                     row["workers"] = count
-                    row["pinning"] = (
-                        "server on CPU 0, client on CPU 1"
-                        if server.pinned
-                        else "server and client share all CPUs"
-                    )
                     rows.append(row)
-        finally:
-            if not pinned:
-                pin(os.getpid(), CLIENT_CPU)
     return rows
 
 
-async def _warm(server: ServerProcess, transport: str, rounds: int) -> None:
+@contextmanager
+def client_cpus(pinned: bool) -> Iterator[None]:
+    """The client on its own CPU when the servers are pinned, else on every CPU."""
+    if pinned:
+        yield
+        return
+    unpin(os.getpid())
+    try:
+        yield
+    finally:
+        pin(os.getpid(), CLIENT_CPU)
+
+
+async def concurrent_by_worker(
+    plan: Plan, server: ServerProcess, transport: str, count: int
+) -> dict:
+    """`_concurrent`, with how the server's CPU split between its worker processes (they
+    share one listening socket) and how it was pinned."""
+    pids = server.worker_pids()
+    before = [cpu_seconds(pid) for pid in pids]
+    row = await _concurrent(plan, server, transport, count)
+    used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    row["worker_cpu"] = [round(u / row["wall_s"], 3) for u in used]
+    row["pinning"] = (
+        "server on CPU 0, client on CPU 1" if server.pinned else "server and client share all CPUs"
+    )
+    return row
+
+
+async def warm_workers(server: ServerProcess, transport: str, rounds: int) -> None:
     """Short turns, as many at once as the server has workers, so that each worker
     is likely to take some (the workers share one listening socket)."""
     stream = STREAMERS[transport]

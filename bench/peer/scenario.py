@@ -9,7 +9,7 @@ like the others, the client on CPU 1:
 
 - streams per worker: the paced concurrent-streams load (`stream_tokens` tokens at
   `stream_interval_ms`) at each step of `peer_streams`, each server's series stopping at
-  its first step with a p99 gap above `peer_gap_limit_ms` or any error; a server holds
+  its first step with a p99 gap above `gap_limit_ms` or any error; a server holds
   the largest step it passed;
 - per-token CPU: for each (tokens, streams) of `peer_cost_sizes`, that many streams
   one at a time, tokens as fast as possible, the three servers taking turns,
@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.capacity import series
 from bench.client import STREAMERS, StreamResult, peer_stream
 from bench.procstat import cpu_seconds
 from bench.scenarios import Plan, Servers, _concurrent, failure, warm
@@ -160,22 +161,10 @@ async def _per_token(plan: Plan, trio: list[ServerProcess]) -> list[dict]:
 
 
 async def _capacity(plan: Plan, server: ServerProcess) -> list[dict]:
-    """The server's series of steps, up to the first one over the gap limit. A step
-    over the limit is run once more (a stall of the machine's other work is not the
-    server's), and held if that second run holds; both are reported."""
-    rows = []
-    for count in plan.peer_streams:
-        for attempt in (1, 2):
-            row = await _concurrent(plan, server, "sse", count, streamer(server))
-            p99 = row["gap_ms"]["p99"]
-            row["kind"] = "capacity"
-            row["attempt"] = attempt
-            row["gap_limit_ms"] = plan.peer_gap_limit_ms
-            row["held"] = row["errors"] == 0 and p99 is not None and p99 <= plan.peer_gap_limit_ms
-            rows.append(row)
-            await asyncio.sleep(plan.settle_seconds)  # let the server close this step's
-            if row["held"]:
-                break
-        if not row["held"]:
-            break
-    return rows
+    """The server's series of steps, up to the first one over the gap limit (each run
+    twice before it counts as missed: `bench/capacity.py`)."""
+
+    async def measure(count: int) -> dict:
+        return await _concurrent(plan, server, "sse", count, streamer(server))
+
+    return await series(plan, plan.peer_streams, 0, measure)
