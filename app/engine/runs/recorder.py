@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.engine.replay import durable, replay
+from app.engine.replay import durable
 from app.engine.runs.run import Run
 from app.engine.runs.turn import Ending, error_for
 from app.errors import StoreUnavailable
@@ -92,7 +92,7 @@ class RunRecorder:
             usage=run.usage,
             error=terminal.error if isinstance(terminal, RunFailed) else None,
             duration_ms=run.usage.duration_ms or run.elapsed_ms(),
-            events=list(replay(run.durable_events, 0)),
+            events=list(run.kept),  # type: ignore[arg-type]
         )
         for listener in self.listeners:
             try:

@@ -56,6 +56,7 @@ class Run:
         self.stop_reason = "requested"
         self.replies: list[ReplyDraft] = []
         self.durable_events: list[StoredEvent] = []
+        self.kept: list[Event] = []  # the same events, typed, for the run's listeners
         self.agent_states: dict[str, AgentState] = {}
         self.tool_logs: list[AgentLog] = []
         # Time spent waiting for an operator does not count against the run's limit.
@@ -95,6 +96,7 @@ class Run:
         self.last_emit_at = now = time.monotonic()
         if event.type not in EPHEMERAL_TYPES:
             self.durable_events.append(durable(event))
+            self.kept.append(event)
             for reply in self.replies:
                 reply.interrupted = True
             self.journal.pending = True

@@ -238,8 +238,11 @@ class RunManager:
             lock = self.bus.conversation_lock(run.conversation_id)
             locked = False
             try:
+                queued = not self._turn[run.id].is_set()
                 await self._turn[run.id].wait()
                 locked = await self._take_conversation(run, lock)
+                if queued or run.durable_events:  # a turn ran first (here, or elsewhere)
+                    await self._refresh(run)
                 if run.stop_requested:
                     outcome = await stopped(run)
                 else:
@@ -277,11 +280,13 @@ class RunManager:
         return False
 
     async def _run_turn(self, run: Run) -> Ending:
-        # The turn before this one may have changed the conversation (e.g. a handoff).
+        return await run_turn(run, self.engine, self.settings)
+
+    async def _refresh(self, run: Run) -> None:
+        """The conversation as the turn before this one left it (e.g. after a handoff)."""
         run.conversation = (
             await self.store.get_conversation(run.conversation_id) or run.conversation
         )
-        return await run_turn(run, self.engine, self.settings)
 
     def _advance_queue(self, run: Run) -> None:
         queue = self._queues.get(run.conversation_id, [])
