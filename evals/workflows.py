@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+from app.service.workflow_requests import SEED_EXAMPLE
 from evals.runner import EvalConfig, Stack, running
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -88,24 +89,7 @@ CASES = [
     ),
     Case(
         "conditional (pasted shape, live lead)",
-        {
-            "workflow_type": "conditional",
-            "participating_agents": ["chat", "lead_qualification", "web_development"],
-            "workflow_config": {
-                "routing_rules": {
-                    "conditions": [
-                        {
-                            "field": "metadata.lead_score",
-                            "operator": ">",
-                            "value": 70,
-                            "next_agent": "web_development",
-                        },
-                        {"default": "chat"},
-                    ]
-                }
-            },
-            "input_data": {"message": "I need a website"},
-        },
+        {key: value for key, value in SEED_EXAMPLE.items() if key != "conversation_id"},
         ["web_development"],
         0,
         on_lead=QUALIFIED_LEAD,

@@ -12,29 +12,10 @@ import httpx
 import pytest
 import websockets
 
+from app.service.workflow_requests import SEED_EXAMPLE
 from tests.events import collect_sse
 from tests.server import ServerProcess
 
-# The documented example of the system Parley replaces, as its clients paste it.
-SEED_EXAMPLE: dict[str, Any] = {
-    "workflow_type": "conditional",
-    "conversation_id": "conv_123",
-    "participating_agents": ["chat", "lead_qualification", "web_development"],
-    "workflow_config": {
-        "routing_rules": {
-            "conditions": [
-                {
-                    "field": "metadata.lead_score",
-                    "operator": ">",
-                    "value": 70,
-                    "next_agent": "web_development",
-                },
-                {"default": "chat"},
-            ]
-        }
-    },
-    "input_data": {"message": "I need a website"},
-}
 QUALIFIED = {
     "name": "Ada Lovelace",
     "email": "ada@example.org",

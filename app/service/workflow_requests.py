@@ -173,6 +173,27 @@ def read_workflow_request(body: Any) -> WorkflowStart:
         ) from None
 
 
+# The documented example of the system Parley replaces, as its clients send it.
+SEED_EXAMPLE: dict[str, Any] = {
+    "workflow_type": "conditional",
+    "conversation_id": "conv_123",
+    "participating_agents": ["chat", "lead_qualification", "web_development"],
+    "workflow_config": {
+        "routing_rules": {
+            "conditions": [
+                {
+                    "field": "metadata.lead_score",
+                    "operator": ">",
+                    "value": 70,
+                    "next_agent": "web_development",
+                },
+                {"default": "chat"},
+            ]
+        }
+    },
+    "input_data": {"message": "I need a website"},
+}
+
 # The request body as the API documents it: either shape.
 WORKFLOW_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -214,25 +235,7 @@ WORKFLOW_REQUEST_BODY: dict[str, Any] = {
                         },
                     ],
                 },
-                "example": {
-                    "workflow_type": "conditional",
-                    "conversation_id": "conv_123",
-                    "participating_agents": ["chat", "lead_qualification", "web_development"],
-                    "workflow_config": {
-                        "routing_rules": {
-                            "conditions": [
-                                {
-                                    "field": "metadata.lead_score",
-                                    "operator": ">",
-                                    "value": 70,
-                                    "next_agent": "web_development",
-                                },
-                                {"default": "chat"},
-                            ]
-                        }
-                    },
-                    "input_data": {"message": "I need a website"},
-                },
+                "example": SEED_EXAMPLE,
             }
         },
     }
