@@ -40,7 +40,5 @@ def choose() -> list[str]:
             os.environ[name] = default
             lines.append(f"{WHAT[name]}: {default} (found on its default port)")
         else:
-            lines.append(
-                f"{WHAT[name]}: its tests skip (nothing answers at {default}; set {name})"
-            )
+            lines.append(f"{WHAT[name]}: its tests skip (nothing answers at {default}; set {name})")
     return lines
