@@ -198,9 +198,9 @@ class ChatSocket:
 
     async def _require_run(self, run_id: str, token: str | None) -> None:
         """The run exists and the socket may follow or stop it."""
-        await self.services.parley.turns.open_run(self.caller.with_tokens(token), run_id)
-        if self.caller.operator is None:
-            self._grant(await self.services.parley.turns.conversation_of(run_id))
+        turns = self.services.parley.turns
+        if conversation_id := await turns.open_run(self.caller.with_tokens(token), run_id):
+            self._grant(conversation_id)
 
     async def _start(self, frame: MessageFrame) -> None:
         conversation_id = frame.conversation_id or self.conversation_id

@@ -19,7 +19,9 @@ class Contribution:
     round: int = 1
     rounds: int = 1
     heard: list[tuple[str, str]] = field(default_factory=list)  # (colleague, what they said)
-    inbox: list[tuple[str, str, str]] = field(default_factory=list)  # (from, kind, content)
+    # Messages sent to it (from, kind, content): the hub has told it; the offline engine
+    # answers them.
+    inbox: list[tuple[str, str, str]] = field(default_factory=list)
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -44,8 +46,6 @@ class Contribution:
             f"Add what {title.lower()} brings to the request, without repeating what your "
             "colleagues already said; build on their points."
         )
-        for sender, kind, content in self.inbox:
-            lines.append(f"A {kind} to you from {sender}: {content}")
         lines.append(f'Your part must say what this draft says, in your own words: "{draft}"')
         lines.append("At most three short sentences.")
         return "\n".join(lines)

@@ -35,6 +35,13 @@ def checked(key: str, value: Any) -> tuple[str, Any]:
     return key, value
 
 
+def facts_of(entries: list[MemoryEntry]) -> dict[str, Any]:
+    """The facts as agents read them: every scope, conversation scope winning."""
+    return {
+        entry.key: entry.value for entry in sorted(entries, key=lambda e: e.scope == "conversation")
+    }
+
+
 class SharedMemory:
     """The memory of one conversation, seen from inside a run (or from the API: no run)."""
 
@@ -77,12 +84,7 @@ class SharedMemory:
 
     async def recall(self, key: str | None = None) -> dict[str, Any]:
         """Every fact (conversation scope wins over workflow scope), or one by key."""
-        facts: dict[str, Any] = {}
-        for entry in sorted(
-            await self.entries(),
-            key=lambda e: e.scope == "conversation",
-        ):
-            facts[entry.key] = entry.value
+        facts = facts_of(await self.entries())
         if key is not None:
             key = key.strip().lower()
             return {key: facts[key]} if key in facts else {}

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.agents import AGENTS
 from app.engine.contributions import Contribution
-from app.engine.group import VISITOR, Group, brief_note
+from app.engine.group import VISITOR, Group, Team, brief_note
 from app.engine.leads import lead_of
 from app.engine.runs.run import Run
 from app.engine.turn_cache import kept_for_the_turn
@@ -223,7 +223,7 @@ async def run_workflow(
 async def _contribute(
     group: Group,
     run: Run,
-    team: Any,
+    team: Team,
     name: str,
     task: Msg | None,
     brief: Contribution,

@@ -19,6 +19,11 @@ from app.store.models import (
 )
 
 
+def lead_summary(lead: Lead | None) -> dict[str, Any] | None:
+    """What a listing or a reply shows of a conversation's lead."""
+    return {"id": lead.id, "score": lead.score, "stage": lead.stage} if lead else None
+
+
 class Conversations:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
@@ -52,8 +57,7 @@ class Conversations:
         items = []
         for conversation in await self.parts.store.list_conversations(limit, kind):
             lead = await self.parts.store.get_lead_for_conversation(conversation.id)
-            summary = {"id": lead.id, "score": lead.score, "stage": lead.stage} if lead else None
-            items.append({**conversation.model_dump(), "lead": summary})
+            items.append({**conversation.model_dump(), "lead": lead_summary(lead)})
         return items
 
     async def memory_and_lead(self, conversation_id: str) -> tuple[list[MemoryEntry], Lead | None]:

@@ -16,6 +16,7 @@ from app.engine.runs.run import Run
 from app.errors import ApiError, RunNotFound
 from app.events import AnyEvent, Event, MessageCompleted, RunFailed
 from app.security.access import Caller, site_key_in
+from app.service.conversations import lead_summary
 from app.service.parts import Parts
 from app.service.text_checks import checked_message
 
@@ -86,10 +87,11 @@ class Turns:
     ) -> Run:
         """Check the turn, then start it. Without a conversation id, the first of `hints`
         (ids a protocol may use for one) that names a conversation is continued."""
-        for hint in hints or [] if conversation_id is None else []:
-            if await self.parts.store.get_conversation(hint) is not None:
-                conversation_id = hint
-                break
+        if conversation_id is None:
+            for hint in hints or []:
+                if await self.parts.store.get_conversation(hint) is not None:
+                    conversation_id = hint
+                    break
         checked = await self.admit(caller, message, conversation_id, metadata, ip)
         assert checked is not None
         return await self.parts.runs.submit(checked, conversation_id, metadata or {})
@@ -104,8 +106,7 @@ class Turns:
                 status = FAILURE_STATUS.get(event.error.code, 502)
                 raise ApiError(status, event.error.code, event.error.message)
         lead = await self.parts.store.get_lead_for_conversation(run.conversation_id)
-        summary = {"id": lead.id, "score": lead.score, "stage": lead.stage} if lead else None
-        return TurnReply(run=run, replies=replies, lead=summary)
+        return TurnReply(run=run, replies=replies, lead=lead_summary(lead))
 
     # Following and stopping
 
@@ -119,18 +120,20 @@ class Turns:
             raise RunNotFound(run_id)
         return record.conversation_id
 
-    async def require_run(self, caller: Caller, run_id: str) -> None:
-        """Nothing if the caller may follow or stop the run; else 401/403, or 404 for a
-        visitor's unknown run."""
-        if caller.operator is None:
-            conversation_id = await self.conversation_of(run_id)
-            self.parts.security.require_conversation(caller, conversation_id)
+    async def require_run(self, caller: Caller, run_id: str) -> str | None:
+        """The run's conversation if a visitor may follow or stop the run (an operator
+        may: None); else 401/403, or 404 for a visitor's unknown run."""
+        if caller.operator is not None:
+            return None
+        conversation_id = await self.conversation_of(run_id)
+        self.parts.security.require_conversation(caller, conversation_id)
+        return conversation_id
 
-    async def open_run(self, caller: Caller, run_id: str) -> None:
-        """Nothing if the run exists and the caller may follow it (else 404, 401, 403)."""
+    async def open_run(self, caller: Caller, run_id: str) -> str | None:
+        """As `require_run`, and 404 for an operator's unknown run too."""
         if not await self.parts.runs.reader.run_exists(run_id):
             raise RunNotFound(run_id)
-        await self.require_run(caller, run_id)
+        return await self.require_run(caller, run_id)
 
     def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[AnyEvent]:
         """Every event of the run after `after_seq`, to its terminal one."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.agents import AGENTS, AgentSpec
 from app.bus.base import Subscription
-from app.engine.memory import SharedMemory
+from app.engine.memory import facts_of
 from app.engine.runs.run import Run
 from app.engine.visualization import visualize
 from app.errors import ApiError, ConversationNotFound
@@ -106,13 +106,11 @@ class Workflows:
 
     async def _memory(self, workflow_id: str) -> dict[str, Any]:
         """Shared memory as the agents read it (`memory`), and by scope."""
+        entries = await self.parts.store.list_memory(workflow_id)
         by_scope: dict[str, dict[str, Any]] = {"conversation": {}, "workflow": {}}
-        for entry in await self.parts.store.list_memory(workflow_id):
+        for entry in entries:
             by_scope.setdefault(entry.scope, {})[entry.key] = entry.value
-        return {"memory": await self._facts(workflow_id), "memory_by_scope": by_scope}
-
-    async def _facts(self, workflow_id: str) -> dict[str, Any]:
-        return await SharedMemory(self.parts.store, workflow_id).recall()
+        return {"memory": facts_of(entries), "memory_by_scope": by_scope}
 
     async def visualization(self, workflow_id: str) -> dict[str, Any]:
         """Agents as nodes, handoffs and messages as edges with counts, and a timeline."""

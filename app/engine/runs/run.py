@@ -55,8 +55,7 @@ class Run:
         self.stop_requested = False
         self.stop_reason = "requested"
         self.replies: list[ReplyDraft] = []
-        self.durable_events: list[StoredEvent] = []
-        self.kept: list[Event] = []  # the same events, typed, for the run's listeners
+        self.kept: list[Event] = []  # the events the store keeps (deltas and heartbeats not)
         self.agent_states: dict[str, AgentState] = {}
         self.tool_logs: list[AgentLog] = []
         # Time spent waiting for an operator does not count against the run's limit.
@@ -83,6 +82,11 @@ class Run:
         self._journaled = 0  # durable events taken by the journal
 
     @property
+    def durable_events(self) -> list[StoredEvent]:
+        """The kept events as the store writes them."""
+        return [durable(event) for event in self.kept]
+
+    @property
     def conversation_id(self) -> str:
         return self.conversation.id
 
@@ -95,7 +99,6 @@ class Run:
     async def publish(self, event: Event) -> None:
         self.last_emit_at = now = time.monotonic()
         if event.type not in EPHEMERAL_TYPES:
-            self.durable_events.append(durable(event))
             self.kept.append(event)
             for reply in self.replies:
                 reply.interrupted = True
@@ -121,8 +124,8 @@ class Run:
 
     def _checkpoint(self) -> Checkpoint:
         """What the journal writes next: the durable events and reply text not taken yet."""
-        rows = self.durable_events[self._journaled :]
-        self._journaled = len(self.durable_events)
+        rows = [durable(event) for event in self.kept[self._journaled :]]
+        self._journaled = len(self.kept)
         for reply in self.replies:
             rows += reply.seal()
         status = "queued" if self.status == "queued" else "running"

@@ -241,7 +241,7 @@ class RunManager:
                 queued = not self._turn[run.id].is_set()
                 await self._turn[run.id].wait()
                 locked = await self._take_conversation(run, lock)
-                if queued or run.durable_events:  # a turn ran first (here, or elsewhere)
+                if queued or run.kept:  # a turn ran first (here, or elsewhere)
                     await self._refresh(run)
                 if run.stop_requested:
                     outcome = await stopped(run)
@@ -272,7 +272,7 @@ class RunManager:
         stopped meanwhile. (This process's own turns are already ordered by its queue.)"""
         if await lock.acquire(wait=0):
             return True
-        if not any(e.type == "run.queued" for e in run.durable_events):
+        if not any(isinstance(e, RunQueued) for e in run.kept):
             await run.emit(RunQueued, position=1)  # behind a turn on another replica
         while not run.stop_requested:
             if await lock.acquire(wait=0.25):
