@@ -42,6 +42,21 @@ def _errors(errors: dict[str, int] | int) -> str:
     return "; ".join(f"{kind}: {n}" for kind, n in errors.items())
 
 
+def _capacity_step(r: dict) -> list:
+    """The cells every capacity search's step shows: streams (a rerun marked), tok/s,
+    share of ideal, gaps, TTFT, errors, server CPU."""
+    return [
+        f"{r['streams']:,}" + (" (again)" if r.get("attempt") == 2 else ""),
+        r["tokens_per_s"],
+        f"{r['of_ideal'] * 100:.0f}%",
+        _fmt(r["gap_ms"]["p50"]),
+        _fmt(r["gap_ms"]["p99"]),
+        _fmt(r["ttft_ms"]["p99"]),
+        _errors(r["error_kinds"]) if r["errors"] else "0",
+        f"{r['server_cpu'] * 100:.0f}%",
+    ]
+
+
 def per_token_table(rows: list[dict]) -> str:
     return _table(
         [
@@ -448,14 +463,7 @@ def scaling_tables(rows: list[dict]) -> str:
             [
                 r["server"],
                 r["workers"],
-                f"{r['streams']:,}" + (" (again)" if r.get("attempt") == 2 else ""),
-                r["tokens_per_s"],
-                f"{r['of_ideal'] * 100:.0f}%",
-                _fmt(r["gap_ms"]["p50"]),
-                _fmt(r["gap_ms"]["p99"]),
-                _fmt(r["ttft_ms"]["p99"]),
-                _errors(r["error_kinds"]) if r["errors"] else "0",
-                f"{r['server_cpu'] * 100:.0f}%",
+                *_capacity_step(r),
                 " / ".join(f"{c * 100:.0f}%" for c in r["worker_cpu"]),
                 f"{r['client_cpu'] * 100:.0f}%",
                 f"{r['backends_cpu'] * 100:.0f}%",
@@ -574,14 +582,7 @@ def peer_tables(rows: list[dict]) -> str:
         [
             [
                 r["server"],
-                f"{r['streams']:,}" + (" (again)" if r.get("attempt") == 2 else ""),
-                r["tokens_per_s"],
-                f"{r['of_ideal'] * 100:.0f}%",
-                _fmt(r["gap_ms"]["p50"]),
-                _fmt(r["gap_ms"]["p99"]),
-                _fmt(r["ttft_ms"]["p99"]),
-                _errors(r["error_kinds"]) if r["errors"] else "0",
-                f"{r['server_cpu'] * 100:.0f}%",
+                *_capacity_step(r),
                 f"{r['client_cpu'] * 100:.0f}%",
                 r["server_rss_mib"],
                 "yes" if r["held"] else "no",
