@@ -38,6 +38,7 @@ from app.engine.flow import Brief
 from app.engine.memory import SharedMemory
 from app.engine.notes import hint, text_only
 from app.engine.runs.run import Run
+from app.engine.text_reply import stream_text_reply
 from app.engine.tool_base import CURRENT_TURN, TurnContext
 from app.engine.tools import build_toolkit
 from app.engine.translate import AgentReplyError, AgentStreamTranslator
@@ -218,11 +219,19 @@ class Group:
             compression_fallback_to_truncation=True,
         )
 
-    def toolkit(self, spec: AgentSpec, handoffs: bool) -> Toolkit:
+    def _offered(self, spec: AgentSpec, handoffs: bool) -> tuple[AgentSpec, bool]:
         """The agent's tools, or none unless AGENT_TOOLS is on: the flow does the business
         steps and routing, and a small model offered tools imitates calls in its text."""
         if not self.settings.agent_tools:
-            spec, handoffs = replace(spec, tools=()), False
+            return replace(spec, tools=()), False
+        return spec, handoffs
+
+    def has_tools(self, name: str, handoffs: bool) -> bool:
+        spec, handoffs = self._offered(AGENTS[name], handoffs)
+        return bool(spec.tools) or (handoffs and bool(spec.handoffs))
+
+    def toolkit(self, spec: AgentSpec, handoffs: bool) -> Toolkit:
+        spec, handoffs = self._offered(spec, handoffs)
         key = (spec.name, handoffs)
         if key not in self._toolkits:
             self._toolkits[key] = build_toolkit(spec, handoffs, self.needs_approval)
@@ -342,6 +351,13 @@ class Group:
         while True:
             parked: RequireUserConfirmEvent | None = None
             agent = await self.agent(team, name)
+            if not self.has_tools(name, team.handoffs) and not isinstance(
+                inputs, UserConfirmResultEvent
+            ):
+                final = await stream_text_reply(
+                    agent, AGENTS[name].prompt, inputs, translator.text, run.usage
+                )
+                break
             stream = agent.reply_stream(inputs, yield_final_msg=True)
             try:
                 async for event in stream:

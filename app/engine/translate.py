@@ -93,7 +93,7 @@ class AgentStreamTranslator:
             case TextBlockStartEvent():
                 self._new_block = True
             case TextBlockDeltaEvent(delta=delta) if delta:
-                await self._text(delta)
+                await self.text(delta)
             case ToolCallStartEvent(tool_call_id=call_id, tool_call_name=name):
                 self._tool_names[call_id] = name
                 self._tool_input[call_id] = []
@@ -137,14 +137,15 @@ class AgentStreamTranslator:
         """Stream a reply the agent's model did not write, a sentence per delta."""
         sentences = [s for s in text.replace(". ", ".\n").split("\n") if s]
         for index, sentence in enumerate(sentences):
-            await self._text(sentence if index == 0 else " " + sentence)
+            await self.text(sentence if index == 0 else " " + sentence)
 
     async def finish(self) -> None:
         """The agent's reply ended normally: its message is complete."""
         if self.reply is not None and self.reply.status is None:
             await self.run.complete_reply(self.reply)
 
-    async def _text(self, delta: str) -> None:
+    async def text(self, delta: str) -> None:
+        """A piece of the agent's reply text."""
         if self.reply is None:
             self.reply = self.run.open_reply(self.agent)
         elif self._new_block and self.reply.text:
