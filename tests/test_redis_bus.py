@@ -81,6 +81,34 @@ async def test_a_run_followed_on_another_replica_from_any_seq(
     assert not await a.has_run("r1")
 
 
+async def test_events_published_together_go_in_one_pipeline_in_order(
+    two: tuple[RedisBus, RedisBus],
+) -> None:
+    a, b = two
+    runs = {f"run{n}": events(f"run{n}", f"conv{n}", deltas=10) for n in range(20)}
+    followers = {run_id: asyncio.create_task(_collect(b, run_id, 0)) for run_id in runs}
+    pipelines = 0
+    make_pipeline = a.redis.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal pipelines
+        pipelines += 1
+        return make_pipeline(*args, **kwargs)  # type: ignore[arg-type]
+
+    a.redis.pipeline = counted  # type: ignore[method-assign]
+
+    async def publish_all(run: list[Event]) -> None:
+        for event in run:
+            await a.publish(event)  # each waits for its own, as a run does
+
+    await asyncio.gather(*(publish_all(run) for run in runs.values()))
+    for run_id, run in runs.items():
+        assert [e.seq for e in await asyncio.wait_for(followers[run_id], 5)] == [e.seq for e in run]
+    # 240 events of 20 runs at once: about a pipeline per round of one event from each
+    # run (12 here), where each event was a round trip of its own.
+    assert pipelines <= 24
+
+
 async def _collect(bus: RedisBus, run_id: str, after_seq: int) -> list[Event]:
     return [event async for batch in bus.follow(run_id, after_seq) for event in batch]
 

@@ -171,7 +171,9 @@ class RedisBus:
         self._backlog = watcher_backlog
         self._redis: aioredis.Redis | None = None
         self._watchers: dict[str, set[asyncio.Queue[Event | Notice | None]]] = {}
-        self._publish_locks: dict[str, asyncio.Lock] = {}
+        # Events waiting for the next pipeline, and the task sending them.
+        self._outbox: list[tuple[Event, asyncio.Future[None]]] = []
+        self._sending: asyncio.Task[None] | None = None
         self._stop_handlers: list[Callable[[str, str], None]] = []
         self._steer_handlers: list[Callable[[str, str], None]] = []
         self._tails: dict[str, _Tail] = {}
@@ -217,6 +219,8 @@ class RedisBus:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._sending is not None:
+            await asyncio.wait({self._sending})  # what was published goes out first
         if self._redis is not None:
             try:
                 await self.redis.delete(self._key("replica", self.replica_id), self._nudge_key)
@@ -231,30 +235,64 @@ class RedisBus:
     # Events
 
     async def publish(self, event: Event) -> None:
-        # One writer per run at a time: entry ids must grow with seq, and asyncio.Lock
-        # hands the turn over in the order the events were made.
-        lock = self._publish_locks.setdefault(event.run_id, asyncio.Lock())
-        async with lock:
+        """Queue the event for the next pipeline and wait until Redis has it. Events
+        published while a pipeline is under way go together in the next one, in the
+        order they came: one round trip for every event of every run ready meanwhile,
+        instead of one per event (each round trip costs the event loop far more than
+        the commands it carries)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((event, done))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send_outbox(), name="redis-publish")
+        await done
+
+    async def _send_outbox(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                try:
+                    errors = await self._send(batch)
+                except (RedisError, OSError) as exc:
+                    errors = [unavailable(exc)] * len(batch)
+                for (_, done), error in zip(batch, errors, strict=True):
+                    if done.done():
+                        continue  # its publisher was cancelled; the event went all the same
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+        finally:
+            self._sending = None
+
+    async def _send(
+        self, batch: list[tuple[Event, asyncio.Future[None]]]
+    ) -> list[Exception | None]:
+        """One pipeline: each event's XADD (its entry id is its seq) and PUBLISH, and one
+        EXPIRE per run stream; what went wrong for each event, if anything."""
+        pipe = self.redis.pipeline(transaction=False)
+        streams: set[str] = set()
+        for event, _ in batch:
             body = event.to_json()
             stream = self._key("run", event.run_id)
-            pipe = self.redis.pipeline(transaction=False)
+            streams.add(stream)
             pipe.xadd(
                 stream, {"e": body}, id=f"{event.seq}-0", maxlen=self._maxlen, approximate=True
             )
-            pipe.expire(stream, self._ttl)
             pipe.publish(self._key("watch", event.conversation_id), '{"event":' + body + "}")
-            try:
-                await pipe.execute()
-            except ResponseError as exc:
-                if "equal or smaller" not in str(exc):
-                    raise
+        for stream in streams:
+            pipe.expire(stream, self._ttl)
+        replies = await pipe.execute(raise_on_error=False)
+        errors: list[Exception | None] = []
+        for (event, _), added in zip(batch, replies[0 : 2 * len(batch) : 2], strict=True):
+            if not isinstance(added, ResponseError):
+                errors.append(None)
+            elif "equal or smaller" in str(added):
                 # Published already (a run closed by two restarting replicas at once).
                 log.info("event %s of run %s was already published", event.seq, event.run_id)
-            except (RedisError, OSError) as exc:
-                self._publish_locks.pop(event.run_id, None)
-                raise unavailable(exc) from exc
-        if event.is_terminal:
-            self._publish_locks.pop(event.run_id, None)
+                errors.append(None)
+            else:
+                errors.append(unavailable(added))
+        return errors
 
     async def follow(self, run_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
         tail = self._tails.get(run_id)
