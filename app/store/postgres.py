@@ -13,7 +13,6 @@ calls too: on Postgres each exists once, in SQL.
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,7 @@ from app.store.models import (
     WebhookAttempt,
 )
 from app.store.rows import INTERNAL_COLUMNS, finish_run_params, from_row, start_run_params, to_row
-from app.store.sql import SQLStore
+from app.store.sql import SQLStore, from_json_text, json_text
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def is_connection_error(exc: BaseException) -> bool:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for json_type in ("json", "jsonb"):
         await conn.set_type_codec(
-            json_type, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            json_type, encoder=json_text, decoder=from_json_text, schema="pg_catalog"
         )
     # timestamptz <-> epoch seconds, exactly to the microsecond.
     await conn.set_type_codec(

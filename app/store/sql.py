@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import from_json, to_json
 
 import app.store.queries as q
 from app.errors import StoreUnavailable
@@ -32,6 +33,16 @@ from app.store.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's value as text: pydantic's encoder, several times faster than the
+    json module's on the rows a run saves (its events, with a reply's delta offsets)."""
+    return to_json(value).decode()
+
+
+def from_json_text(text: str | bytes) -> Any:
+    return from_json(text)
 
 
 class SQLStore(ABC):

@@ -7,7 +7,6 @@ each is Python with the same effects, in one transaction.
 
 import asyncio
 import fcntl
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -29,7 +28,7 @@ from app.store.models import (
     Webhook,
     WebhookAttempt,
 )
-from app.store.sql import SQLStore
+from app.store.sql import SQLStore, from_json_text, json_text
 
 T = TypeVar("T")
 
@@ -119,7 +118,7 @@ def _set_up(db: sqlite3.Connection) -> None:
 
 def _decoded(row: sqlite3.Row) -> dict[str, Any]:
     return {
-        key: json.loads(value) if key in q.JSON_COLUMNS and value is not None else value
+        key: from_json_text(value) if key in q.JSON_COLUMNS and value is not None else value
         for key, value in zip(row.keys(), row, strict=True)
     }
 
@@ -330,11 +329,11 @@ class SQLiteStore(SQLStore):
             await self._write(lambda db: db.executemany(q.for_sqlite(sql), rows))
 
     def _encode(self, column: str, value: Any) -> Any:
-        return json.dumps(value) if column in q.JSON_COLUMNS else value
+        return json_text(value) if column in q.JSON_COLUMNS else value
 
     def _one_of(self, column: str, values: list[str]) -> tuple[str, Any]:
         # No array type: the list travels as one JSON text, whatever its length.
-        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(values)
+        return f"{column} IN (SELECT value FROM json_each(?))", json_text(values)
 
     def _insert_all(
         self, db: sqlite3.Connection, statement: q.Insert, records: Iterable[BaseModel]
