@@ -36,7 +36,7 @@ from app.engine.director import Director
 from app.engine.extraction import make_extractor
 from app.engine.flow import Brief
 from app.engine.memory import SharedMemory
-from app.engine.notes import hint, text_only
+from app.engine.notes import heard, hint, text_only
 from app.engine.runs.run import Run
 from app.engine.text_reply import stream_text_reply
 from app.engine.tool_base import CURRENT_TURN, TurnContext
@@ -97,14 +97,6 @@ class ReplyGuard:
             # The round ends with this result; the next model call is AgentScope's final
             # one, with tool_choice "none".
             agent.state.cur_iter = max(agent.state.cur_iter, agent.react_config.max_iters - 1)
-
-
-def heard(msg: Msg) -> Msg:
-    """A participant's own copy of a message it hears: its own content list and metadata,
-    which AgentScope may replace or extend in that participant's memory; the blocks are
-    shared, as AgentScope shares them, since it never changes a block it did not write.
-    (A deep copy, each message for each participant, was a tenth of a turn's work.)"""
-    return msg.model_copy(update={"content": list(msg.content), "metadata": dict(msg.metadata)})
 
 
 class MessageHub:

@@ -4,8 +4,8 @@ With no tool to offer (every agent while AGENT_TOOLS is off), AgentScope's
 reasoning-acting loop has one step: one model call whose text is the reply. That loop
 wraps each streamed token in several typed events, each with an id and a timestamp,
 through five nested generators: a quarter of a token's cost on a busy server. Here the
-same step is taken on the agent's own parts, AgentScope's as they are: the agent
-observes the inputs and compresses its context as before, its formatter and model make
+same step is taken on the agent's own parts, AgentScope's as they are: the inputs join
+its memory and its context is compressed as before, its formatter and model make
 the same request (the system prompt, the summary, the context, no tools), and the
 reply is kept in its state as AgentScope keeps it. Only the per-token events are left
 out: each token's text goes straight to `on_text`.
@@ -19,6 +19,7 @@ from agentscope.agent import Agent
 from agentscope.message import DataBlock, Msg, SystemMsg, TextBlock, UserMsg
 from agentscope.model import ChatResponse, FinishedReason
 
+from app.engine.notes import heard
 from app.events import Usage
 
 
@@ -32,7 +33,12 @@ async def stream_text_reply(
     """The agent's reply to `inputs`, each piece of text passed to `on_text` as it comes;
     the model call is counted in `usage`. A stop (the task cancelled) raises
     CancelledError and keeps nothing of the unfinished reply, as AgentScope does."""
-    await agent.observe(inputs)
+    # The inputs join its memory as the hub's messages do (AgentScope's `observe` would
+    # deep-copy them; they are the flow's own text messages).
+    if inputs is not None:
+        agent.state.context.extend(
+            heard(m) for m in ([inputs] if isinstance(inputs, Msg) else inputs)
+        )
     agent.state.reply_id = uuid.uuid4().hex
     agent.state.cur_iter = 0
     await agent.compress_context()

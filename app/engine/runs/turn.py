@@ -31,7 +31,7 @@ async def run_turn(run: Run, engine: TurnEngine, settings: Settings) -> Ending:
     run.mark_started()  # its journal's write before run.started records it as running
     await run.emit(RunStarted, message_id=run.user_message_id, message=run.message)
     run.turn_task = asyncio.create_task(engine.run(run))
-    heartbeat = asyncio.create_task(_heartbeat(run, settings.run_heartbeat_seconds))
+    heartbeat = Heartbeats(run, settings.run_heartbeat_seconds)
     try:
         if not await _within_time_limit(run, settings.run_timeout_seconds):
             run.turn_task.cancel()
@@ -75,13 +75,30 @@ async def _within_time_limit(run: Run, limit: float) -> bool:
             return True
 
 
-async def _heartbeat(run: Run, interval: float) -> None:
-    """Say that the run is alive whenever it has been quiet (e.g. a model is loading)."""
-    while True:
-        await asyncio.sleep(interval)
-        if time.monotonic() - run.last_emit_at >= interval:
+class Heartbeats:
+    """Say that the run is alive whenever it has been quiet (e.g. a model is loading): a
+    timer that looks every `interval`, and a task only to say it (a task of its own for
+    every turn held memory for each of thousands of open streams)."""
+
+    def __init__(self, run: Run, interval: float) -> None:
+        self.run = run
+        self.interval = interval
+        self._saying: asyncio.Task[Event] | None = None
+        self._timer = asyncio.get_running_loop().call_later(interval, self._look)
+
+    def _look(self) -> None:
+        run = self.run
+        quiet = time.monotonic() - run.last_emit_at >= self.interval
+        if quiet and (self._saying is None or self._saying.done()):
             waiting = run.usage.first_token_ms is None
-            await run.emit(Heartbeat, status="waiting_for_model" if waiting else "working")
+            status = "waiting_for_model" if waiting else "working"
+            self._saying = asyncio.create_task(run.emit(Heartbeat, status=status))
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._look)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._saying is not None:
+            self._saying.cancel()
 
 
 # Endings
