@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from app.api.callers import client_ip, deny, socket_caller
 from app.api.deps import Services, get_ws_services
 from app.api.errors import BUS_UNAVAILABLE_MESSAGE, error_body
+from app.api.send_watch import SendWatch
 from app.errors import ApiError, BusUnavailable, ConversationNotFound, RunNotFound, StoreUnavailable
 from app.security import Caller
 from app.service.text_checks import UNSTORABLE_TEXT, StorableInput
@@ -110,24 +111,23 @@ class ChatSocket:
             return
 
     async def _write(self) -> None:
-        """Send the outbox's frames; sends blocked for SEND_TIMEOUT_SECONDS cut the
+        """Send the outbox's frames; a send blocked for SEND_TIMEOUT_SECONDS cuts the
         socket (a client that stopped reading must not hold its frames forever)."""
         timeout = self.services.settings.send_timeout_seconds
         outbox, send_text = self.outbox, self.websocket.send_text
-        while True:
-            await self.outbox_ready.wait()
-            self.outbox_ready.clear()
-            try:
-                # One timer for the frames ready now (a few small ones: a fast reply's
-                # tokens, gathered by the follower's read window).
-                async with asyncio.timeout(timeout):
-                    while outbox:
-                        await send_text(outbox.popleft())
-            except TimeoutError:
-                self._cut_slow_reader(f"a send waited {timeout:g}s")
-                return
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                return  # the client is gone
+        watch = SendWatch(timeout, lambda: self._cut_slow_reader(f"a send waited {timeout:g}s"))
+        try:
+            while True:
+                await self.outbox_ready.wait()
+                self.outbox_ready.clear()
+                while outbox:
+                    watch.started()
+                    await send_text(outbox.popleft())
+                    watch.finished()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the client is gone
+        finally:
+            watch.stop()
 
     def _cut_slow_reader(self, why: str) -> None:
         if not self.cut.is_set():

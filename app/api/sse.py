@@ -2,13 +2,13 @@
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.send_watch import SendWatch
 from app.errors import ApiError
 from app.events import Event
 
@@ -18,19 +18,19 @@ log = logging.getLogger(__name__)
 class RunEventSource(EventSourceResponse):
     """An SSE response that cuts a client which stopped reading: a send that waits longer
     than SEND_TIMEOUT_SECONDS ends the response (and frees its memory); the run goes on,
-    and the client can resume it with `Last-Event-ID`.
+    and the client can resume it with `Last-Event-ID`. One `SendWatch` per response
+    checks the send under way, in place of sse-starlette's cancel scope around each."""
 
-    One watchdog per response checks the send under way, in place of sse-starlette's
-    cancel scope around every send (a visible share of a streamed token's cost)."""
-
-    _sending_since: float | None = None
+    _watch: SendWatch | None = None
     _stalled = False
-    _watchdog: asyncio.TimerHandle | None = None
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        self._sending_since = time.monotonic()
+        if self._watch is None:
+            await send(message)
+            return
+        self._watch.started()
         await send(message)
-        self._sending_since = None
+        self._watch.finished()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services = getattr(scope["app"].state, "services", None) if "app" in scope else None
@@ -39,31 +39,23 @@ class RunEventSource(EventSourceResponse):
         )
         response = asyncio.current_task()
         if timeout is not None and response is not None:
-            self._watch_sends(response, timeout)
+            self._watch = SendWatch(timeout, lambda: self._cut(response))
         try:
             await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
             if not self._stalled or response is None:
                 raise
-            response.uncancel()  # the watchdog's cancel, handled here
+            response.uncancel()  # the watch's cancel, handled here
             log.info("cut an event stream whose client stopped reading (%s)", scope["path"])
             if services is not None:
                 services.metrics.slow_readers.labels("sse").inc()
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            if self._watch is not None:
+                self._watch.stop()
 
-    def _watch_sends(self, response: asyncio.Task[Any], limit: float) -> None:
-        """Every quarter of `limit`, cut the response if a send has waited `limit`: a
-        timer, lighter than a task for each of thousands of open streams."""
-        since = self._sending_since
-        if since is not None and time.monotonic() - since >= limit:
-            self._stalled = True
-            response.cancel()
-            return
-        self._watchdog = asyncio.get_running_loop().call_later(
-            limit / 4, self._watch_sends, response, limit
-        )
+    def _cut(self, response: asyncio.Task[Any]) -> None:
+        self._stalled = True
+        response.cancel()
 
 
 def parse_last_event_id(value: str | None, run_id: str) -> int:
