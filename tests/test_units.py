@@ -1,4 +1,5 @@
-"""Units: the durable replay of deltas, the offline rules, the settings' documentation."""
+"""Units: the durable replay of deltas, the offline rules, the settings' documentation,
+what a turn reads once."""
 
 import re
 from pathlib import Path
@@ -6,9 +7,13 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
+from app.engine.memory import SharedMemory
 from app.engine.replay import ReplyDraft, durable, replay
+from app.engine.turn_cache import kept_for_the_turn
 from app.events import MessageCompleted, MessageDelta, RunStarted, ToolStarted
 from app.llm.offline_rules import VisitorFacts, offline_reply
+from app.store.models import Conversation
+from app.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +105,34 @@ async def test_tool_arguments_are_held_to_their_model() -> None:
     with pytest.raises(ToolRefused, match="summary"):
         await checked(summary="x" * 5000)
     assert isinstance(await checked(summary="A short proposal"), ToolChunk)
+
+
+async def test_a_turn_reads_memory_once_and_sees_its_own_writes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "memory.db")
+    await store.open()
+    try:
+        await store.create_conversation(
+            Conversation(id="c", active_agent="chat", created_at=1.0, updated_at=1.0)
+        )
+        reads = 0
+        list_memory = store.list_memory
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            nonlocal reads
+            reads += 1
+            return await list_memory(*args, **kwargs)  # type: ignore[arg-type]
+
+        store.list_memory = counted  # type: ignore[method-assign]
+        memory = SharedMemory(store, "c")
+        with kept_for_the_turn():
+            assert await memory.recall() == {}
+            await memory.remember("name", "Dana", agent="chat")
+            await memory.remember("name", "Dana Lee", agent="chat")
+            await memory.remember("budget", "$5,000", agent="chat")
+            assert await memory.recall() == {"name": "Dana Lee", "budget": "$5,000"}
+        assert reads == 1
+        # What the turn kept is what the store holds.
+        assert await memory.recall() == {"name": "Dana Lee", "budget": "$5,000"}
+        assert reads == 2
+    finally:
+        await store.close()

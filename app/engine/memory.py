@@ -71,7 +71,11 @@ class SharedMemory:
             updated_at=time.time(),
         )
         await self.store.put_memory(entry)
-        turn_cache.changed("memory", self.conversation_id)
+        turn_cache.revise(
+            "memory",
+            self.conversation_id,
+            lambda entries: [e for e in entries if (e.scope, e.key) != (scope, key)] + [entry],
+        )
         if self.run is not None:
             await self.run.emit(MemoryUpdated, agent=agent, scope=scope, key=key, value=value)
         return entry

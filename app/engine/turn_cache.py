@@ -1,7 +1,7 @@
 """What a turn reads again and again, read once: the conversation's lead and its shared
 memory. The flow checks them after every step it takes; within a turn (one at a time per
-conversation) the store only changes through the turn's own writes, which drop what they
-change. Outside a turn (the API, an operator's edit) nothing is kept."""
+conversation) the store only changes through the turn's own writes, which revise or drop
+what they change. Outside a turn (the API, an operator's edit) nothing is kept."""
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +32,14 @@ async def read(kind: str, conversation_id: str, load: Callable[[], Awaitable[T]]
     if key not in reads:
         reads[key] = await load()
     return reads[key]
+
+
+def revise(kind: str, conversation_id: str, change: Callable[[T], T]) -> None:
+    """The turn wrote this and knows how it now reads: what was read is changed in
+    place of a new read."""
+    reads = _READS.get()
+    if reads is not None and (kind, conversation_id) in reads:
+        reads[(kind, conversation_id)] = change(reads[(kind, conversation_id)])
 
 
 def changed(kind: str, conversation_id: str) -> None:
