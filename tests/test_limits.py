@@ -405,7 +405,7 @@ async def test_a_long_conversation_stays_within_the_model_context(tmp_path: Path
             events = await turn(runs, f"Turn {number}. {filler}", conversation_id)
             conversation_id = events[0].conversation_id
             assert isinstance(events[-1], RunCompleted), events[-1]
-        saved = await runs.store.load_agent_state(conversation_id, "chat")
+        saved = (await runs.store.load_agent_states(conversation_id, ["chat"])).get("chat")
     assert saved is not None
     state = json.loads(saved)
     # The answering agent keeps a summary (here: a note that older turns were dropped,

@@ -13,13 +13,16 @@ def _texts(state: AgentState) -> list[str]:
 
 async def test_participants_are_loaded_when_needed_and_hear_everything_in_order() -> None:
     loaded: list[str] = []
+    reads = 0
     earlier = AgentState()
     earlier.context.append(UserMsg(name="visitor", content="an earlier turn"))
     saved = {"sales": earlier}
 
-    async def load(name: str) -> AgentState:
-        loaded.append(name)
-        return saved.get(name) or AgentState()
+    async def load(names: list[str]) -> dict[str, AgentState]:
+        nonlocal reads
+        reads += 1
+        loaded.extend(names)
+        return {name: saved.get(name) or AgentState() for name in names}
 
     hub = MessageHub(["chat", "sales", "support"], load, hint("the team"), states={})
     visitor = UserMsg(name="visitor", content="hello")
@@ -32,6 +35,7 @@ async def test_participants_are_loaded_when_needed_and_hear_everything_in_order(
 
     states = await hub.load_all()
     assert sorted(loaded) == ["chat", "sales", "support"]
+    assert reads == 2  # the one that replied, then the others together
     assert _texts(chat) == ["[Team note] the team"]
     # A new memory starts with the team's announcement; a saved one goes on from where it was.
     assert _texts(states["support"]) == ["[Team note] the team", "hello", "hi there"]

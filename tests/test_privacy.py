@@ -157,7 +157,7 @@ async def test_export_holds_everything_and_erasure_removes_it(tmp_path: Path) ->
         assert await store.list_memory(conversation_id) == []
         assert await store.get_lead(lead_id) is None
         for agent in AGENTS:
-            assert await store.load_agent_state(conversation_id, agent) is None
+            assert await store.load_agent_states(conversation_id, [agent]) == {}
         assert (await store.list_agent_logs(conversation_id=conversation_id))[1] == 0
         assert await store.list_approvals(conversation_id=conversation_id) == []
         assert await store.list_agent_messages(conversation_id) == []

@@ -193,8 +193,8 @@ async def test_a_run_from_start_to_finish(store: Store) -> None:
     assert await store.list_messages(c.id) == [question, *answers]
     assert await store.list_run_events(run.id) == events
     assert await store.list_run_events(run.id, after_seq=1) == events[1:]
-    assert await store.load_agent_state(c.id, "chat") == '{"memory": [1, 2]}'
-    assert await store.load_agent_state(c.id, "other") is None
+    assert await store.load_agent_states(c.id, ["chat", "other"]) == {"chat": '{"memory": [1, 2]}'}
+    assert await store.load_agent_states(c.id, []) == {}
     assert (await store.get_conversation(c.id)).active_agent == "web_development"  # type: ignore[union-attr]
     assert (await store.list_agent_logs(conversation_id=c.id)) == ([log], 1)
 
@@ -273,8 +273,7 @@ async def test_agent_states_saved_mid_run(store: Store) -> None:
     await store.save_agent_states(c.id, {"chat": "one", "web": "two"})
     await store.save_agent_states(c.id, {"chat": "three"})
     await store.save_agent_states(c.id, {})
-    assert await store.load_agent_state(c.id, "chat") == "three"
-    assert await store.load_agent_state(c.id, "web") == "two"
+    assert await store.load_agent_states(c.id, ["chat", "web"]) == {"chat": "three", "web": "two"}
 
 
 async def test_deleting_a_conversation_erases_everything_derived(store: Store) -> None:
@@ -300,7 +299,7 @@ async def test_deleting_a_conversation_erases_everything_derived(store: Store) -
     assert await store.get_run(first.id) is None
     assert await store.list_messages(c.id) == []
     assert await store.list_run_events(first.id) == []
-    assert await store.load_agent_state(c.id, "chat") is None
+    assert await store.load_agent_states(c.id, ["chat"]) == {}
     assert await store.list_memory(c.id) == []
     assert await store.get_lead_for_conversation(c.id) is None
     assert await store.delete_conversation(c.id) is None

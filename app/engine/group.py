@@ -111,7 +111,7 @@ class MessageHub:
     def __init__(
         self,
         names: list[str],
-        load: Callable[[str], Awaitable[AgentState]],
+        load: Callable[[list[str]], Awaitable[dict[str, AgentState]]],
         announcement: Msg | None = None,
         states: dict[str, AgentState] | None = None,
     ) -> None:
@@ -127,22 +127,27 @@ class MessageHub:
     async def state(self, name: str) -> AgentState:
         """The participant's state, loaded on first use and told what it heard meanwhile
         (after the team's announcement, when its memory is empty)."""
+        await self._seat([name])
+        return self.states[name]
+
+    async def load_all(self) -> dict[str, AgentState]:
+        """Every participant's state, with all it heard: what the turn saves (the ones
+        not loaded yet in one read)."""
+        await self._seat(list(self.inbox))
+        return self.states
+
+    async def _seat(self, names: list[str]) -> None:
         async with self._loading:
-            if name not in self.states:
-                state = await self._load(name)
+            missing = [name for name in names if name not in self.states]
+            if not missing:
+                return
+            for name, state in (await self._load(missing)).items():
                 if not state.context and self.announcement is not None:
                     state.context.append(heard(self.announcement))
                 for msg in self.inbox[name]:
                     state.context.append(heard(msg))
                 self.inbox[name].clear()
                 self.states[name] = state
-        return self.states[name]
-
-    async def load_all(self) -> dict[str, AgentState]:
-        """Every participant's state, with all it heard: what the turn saves."""
-        for name in self.inbox:
-            await self.state(name)
-        return self.states
 
     def tell(self, name: str, msg: Msg) -> None:
         """One participant hears a message."""
@@ -251,15 +256,20 @@ class Group:
             context_config=self._context_config,
         )
 
-    async def load_state(self, conversation_id: str, agent: str) -> AgentState | None:
-        saved = await self.store.load_agent_state(conversation_id, agent)
-        if saved is None:
-            return None
-        try:
-            return AgentState.model_validate_json(saved)
-        except ValidationError:
-            log.warning("unreadable state of %s in %s; starting afresh", agent, conversation_id)
-            return None
+    async def load_states(self, conversation_id: str, agents: list[str]) -> dict[str, AgentState]:
+        """The agents' saved states, in one read; a fresh one for an agent with none (or
+        an unreadable one)."""
+        saved = await self.store.load_agent_states(conversation_id, agents)
+        states = {}
+        for agent in agents:
+            try:
+                states[agent] = AgentState.model_validate_json(saved[agent])
+            except KeyError:
+                states[agent] = AgentState()
+            except ValidationError:
+                log.warning("unreadable state of %s in %s; starting afresh", agent, conversation_id)
+                states[agent] = AgentState()
+        return states
 
     @asynccontextmanager
     async def team(
@@ -284,8 +294,8 @@ class Group:
         )
         CURRENT_TURN.set(ctx)  # the tools of this run's agents work for this run
 
-        async def load(name: str) -> AgentState:
-            return await self.load_state(run.conversation_id, name) or AgentState()
+        async def load(names: list[str]) -> dict[str, AgentState]:
+            return await self.load_states(run.conversation_id, names)
 
         # The run saves the states the hub loads (all of them by the end of the turn).
         hub = MessageHub(

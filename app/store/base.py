@@ -113,7 +113,8 @@ class RunStore(Protocol):
     async def list_runs(self, conversation_id: str, limit: int = 50) -> list[RunRecord]:
         """The conversation's latest runs, oldest first."""
 
-    async def load_agent_state(self, conversation_id: str, agent: str) -> str | None: ...
+    async def load_agent_states(self, conversation_id: str, agents: list[str]) -> dict[str, str]:
+        """The saved states of those of `agents` that have one, in one read."""
 
     async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
         """Save agents' states mid-run (a reply parked on an approval)."""

@@ -24,11 +24,8 @@ async def export_conversation(
     for record in await store.list_runs(conversation_id, limit=1_000_000):
         events = await store.list_run_events(record.id)
         runs.append({**record.model_dump(), "events": [e.model_dump() for e in events]})
-    states = {}
-    for agent in agents:
-        saved = await store.load_agent_state(conversation_id, agent)
-        if saved is not None:
-            states[agent] = json.loads(saved)
+    saved = await store.load_agent_states(conversation_id, list(agents))
+    states = {agent: json.loads(saved[agent]) for agent in agents if agent in saved}
     lead = await store.get_lead_for_conversation(conversation_id)
     return {
         "exported_at": time.time(),

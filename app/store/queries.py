@@ -125,7 +125,12 @@ LIST_RUNS = (
     "SELECT * FROM (SELECT * FROM runs WHERE conversation_id = ? "
     "ORDER BY created_at DESC LIMIT ?) AS latest ORDER BY created_at"
 )
-LOAD_AGENT_STATE = "SELECT state FROM agent_states WHERE conversation_id = ? AND agent = ?"
+
+
+def load_agent_states(agent_condition: str) -> str:
+    return f"SELECT agent, state FROM agent_states WHERE conversation_id = ? AND {agent_condition}"
+
+
 UPSERT_AGENT_STATE = insert(
     "agent_states",
     ("conversation_id", "agent", "state", "updated_at"),

@@ -150,8 +150,12 @@ class SQLStore(ABC):
         rows = await self._fetch(q.LIST_RUNS, conversation_id, limit)
         return [RunRecord(**r) for r in rows]
 
-    async def load_agent_state(self, conversation_id: str, agent: str) -> str | None:
-        return await self._fetchval(q.LOAD_AGENT_STATE, conversation_id, agent)
+    async def load_agent_states(self, conversation_id: str, agents: list[str]) -> dict[str, str]:
+        if not agents:
+            return {}
+        condition, names = self._one_of("agent", agents)
+        rows = await self._fetch(q.load_agent_states(condition), conversation_id, names)
+        return {row["agent"]: row["state"] for row in rows}
 
     async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
         now = time.time()

@@ -130,15 +130,16 @@ class SupabaseRestStore(Postgrest):
         rows = await self._select("runs", filters, ("created_at desc", "id desc"), limit)
         return [RunRecord(**r) for r in reversed(rows)]
 
-    async def load_agent_state(self, conversation_id: str, agent: str) -> str | None:
+    async def load_agent_states(self, conversation_id: str, agents: list[str]) -> dict[str, str]:
+        if not agents:
+            return {}
         query = (
             self._table("agent_states")
-            .select("state")
+            .select("agent,state")
             .eq("conversation_id", conversation_id)
-            .eq("agent", agent)
+            .in_("agent", agents)
         )
-        rows = await self._data(query)
-        return rows[0]["state"] if rows else None
+        return {row["agent"]: row["state"] for row in await self._data(query)}
 
     async def save_agent_states(self, conversation_id: str, states: dict[str, str]) -> None:
         if states:
