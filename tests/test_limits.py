@@ -23,6 +23,8 @@ import limits.aio.strategies as limits_strategies
 import pytest
 import websockets
 from httpx_sse import aconnect_sse
+from limits import RateLimitItemPerDay
+from limits.util import WindowStats
 
 from app.config import Settings
 from app.events import RunCompleted
@@ -412,3 +414,20 @@ async def test_a_long_conversation_stays_within_the_model_context(tmp_path: Path
     # the offline engine writes no summaries) and its latest turns, not all 16 messages.
     assert state["summary"] and len(state["context"]) < 8
     assert len(saved) < model.context_size * 4  # ~4 bytes a token
+
+
+async def test_a_quota_used_up_in_its_first_millisecond_waits_a_whole_window() -> None:
+    """`limits` answers 0 s for a sliding window asked about in the millisecond its first
+    hit began it (its TTL is then exactly two windows, and it takes the TTL modulo one)."""
+    counters = MemoryCounters()
+    quota = RateLimitItemPerDay(100)
+
+    class JustBegun:
+        async def test(self, item: object, key: str) -> bool:
+            return False
+
+        async def get_window_stats(self, item: object, key: str) -> WindowStats:
+            return WindowStats(time.time(), 0)
+
+    counters._sliding = JustBegun()  # type: ignore[assignment]
+    assert await counters.exhausted(quota, "tokens:c1") == 86400

@@ -92,7 +92,11 @@ class Counters(ABC):
         """Whether the quota has no unit left in its sliding window."""
         if await self._sliding.test(quota, key):
             return None
-        return await _seconds_to_reset(self._sliding, quota, key)
+        wait = await _seconds_to_reset(self._sliding, quota, key)
+        # `limits` takes the current window's rest as its TTL modulo the window: asked in
+        # the millisecond its first hit set that TTL (two windows), it answers 0. The
+        # window has just begun then: its whole length is left.
+        return wait if wait > 0 else float(quota.get_expiry())
 
     async def spend(self, quota: RateLimitItem, key: str, cost: int) -> None:
         """Count `cost` units (tokens already used) against the quota. The library refuses
