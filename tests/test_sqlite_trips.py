@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store.sqlite import Connection
+from app.store.sqlite_connection import Connection
 
 
 @pytest.fixture
