@@ -106,6 +106,7 @@ async def test_the_reply_streams_and_is_kept_as_agentscope_keeps_it() -> None:
     ]
     assert our_call["messages"][0].get_text_content() == PROMPT
     assert our_call["tools"] == their_call["tools"] == []
+    assert our_call["tool_choice"] == their_call["tool_choice"]
 
 
 async def test_a_stop_keeps_nothing_of_the_unfinished_reply() -> None:
