@@ -232,6 +232,8 @@ class Group:
         return spec, handoffs
 
     def has_tools(self, name: str, handoffs: bool) -> bool:
+        """Whether the agent is offered a tool this turn; if not, its reply streams from
+        its model (`text_reply`) instead of AgentScope's agent loop."""
         spec, handoffs = self._offered(AGENTS[name], handoffs)
         return bool(spec.tools) or (handoffs and bool(spec.handoffs))
 
@@ -260,12 +262,10 @@ class Group:
         """The agents' saved states, in one read; a fresh one for an agent with none (or
         an unreadable one)."""
         saved = await self.store.load_agent_states(conversation_id, agents)
-        states = {}
-        for agent in agents:
+        states = {agent: AgentState() for agent in agents if agent not in saved}
+        for agent, state in saved.items():
             try:
-                states[agent] = AgentState.model_validate_json(saved[agent])
-            except KeyError:
-                states[agent] = AgentState()
+                states[agent] = AgentState.model_validate_json(state)
             except ValidationError:
                 log.warning("unreadable state of %s in %s; starting afresh", agent, conversation_id)
                 states[agent] = AgentState()
