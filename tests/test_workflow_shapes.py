@@ -13,18 +13,9 @@ import pytest
 import websockets
 
 from app.service.workflow_requests import SEED_EXAMPLE
+from evals.workflows import QUALIFIED_LEAD
 from tests.events import collect_sse
 from tests.server import ServerProcess
-
-QUALIFIED = {
-    "name": "Ada Lovelace",
-    "email": "ada@example.org",
-    "company": "Engines Ltd",
-    "authority": "decision_maker",
-    "budget": "$25,000",
-    "need": "a web shop for our engines",
-    "timeline": "next month",
-}
 
 
 async def conversation_with_lead(http: httpx.AsyncClient, fields: dict[str, Any]) -> dict:
@@ -45,7 +36,9 @@ def completed(events: list[dict]) -> list[dict]:
     return [e for e in events if e["type"] == "message.completed"]
 
 
-@pytest.mark.parametrize(("fields", "expected"), [(QUALIFIED, "web_development"), ({}, "chat")])
+@pytest.mark.parametrize(
+    ("fields", "expected"), [(QUALIFIED_LEAD, "web_development"), ({}, "chat")]
+)
 async def test_the_pasted_example_routes_by_the_live_lead_score(
     client: httpx.AsyncClient, server: ServerProcess, fields: dict, expected: str
 ) -> None:

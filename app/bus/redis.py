@@ -254,6 +254,8 @@ class RedisBus:
                     errors = await self._send(batch)
                 except (RedisError, OSError) as exc:
                     errors = [unavailable(exc)] * len(batch)
+                except Exception as exc:  # every publisher hears of it, none waits forever
+                    errors = [exc] * len(batch)
                 for (_, done), error in zip(batch, errors, strict=True):
                     if done.done():
                         continue  # its publisher was cancelled; the event went all the same

@@ -5,11 +5,11 @@ in the run reads it at its next step; one that is not reads it when it next take
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from agentscope.message import Msg
 
-from app.engine.emit import Emit
 from app.engine.notes import hint
 from app.events import AgentMessageSent
 from app.store import Store
@@ -24,10 +24,6 @@ class Hears(Protocol):
     def tell(self, name: str, msg: Msg) -> None: ...
 
 
-class Announces(Emit, Protocol):
-    async def announce(self, notice: AgentMessageSent) -> None: ...
-
-
 def note_of(message: AgentMessage) -> Msg:
     """How the receiver hears the message."""
     return hint(
@@ -37,18 +33,20 @@ def note_of(message: AgentMessage) -> Msg:
 
 async def send(
     store: Store,
-    run: Announces,
-    hub: Hears,
+    announce: Callable[[AgentMessageSent], Awaitable[None]],
+    conversation_id: str,
     from_agent: str,
     to_agent: str,
     kind: AgentMessageKind,
     content: str,
+    hub: Hears | None = None,
 ) -> AgentMessage:
-    """Keep the message, hand it to the receiver if it sits in this run, announce it."""
-    seated = to_agent in hub
+    """Keep the message, hand it to the receiver if it sits in the running turn's `hub`
+    (else it waits for the receiver's next turn), and announce it to the live view."""
+    seated = hub is not None and to_agent in hub
     message = AgentMessage(
         id=uuid.uuid4().hex,
-        conversation_id=run.conversation_id,
+        conversation_id=conversation_id,
         from_agent=from_agent,
         to_agent=to_agent,
         kind=kind,
@@ -57,7 +55,7 @@ async def send(
         created_at=time.time(),
     )
     await store.add_agent_message(message)
-    if seated:
+    if hub is not None and seated:
         hub.tell(to_agent, note_of(message))
-    await run.announce(AgentMessageSent(**message.model_dump()))
+    await announce(AgentMessageSent(**message.model_dump()))
     return message

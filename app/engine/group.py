@@ -306,12 +306,13 @@ class Group:
         async def message(from_agent: str, to_agent: str, kind: str, content: str) -> None:
             await send_agent_message(
                 self.store,
-                run,
-                hub,
+                run.announce,
+                run.conversation_id,
                 from_agent,
                 to_agent,
-                kind,
-                content,  # type: ignore[arg-type]
+                kind,  # type: ignore[arg-type]
+                content,
+                hub=hub,
             )
 
         ctx.message_colleague = message

@@ -1,17 +1,16 @@
 """Workflows (and one-agent runs) for operators: start one, read its state and graph, let
 agents message each other, pause, resume or cancel it, and watch it live."""
 
-import time
-import uuid
 from typing import Any
 
 from app.agents import AGENTS, AgentSpec
 from app.bus.base import Subscription
+from app.engine.colleagues import send as send_agent_message
 from app.engine.memory import facts_of
 from app.engine.runs.run import Run
 from app.engine.visualization import visualize
 from app.errors import ApiError, ConversationNotFound
-from app.events import AgentMessageSent, MessageCompleted, RunFailed, WorkflowStateChanged
+from app.events import MessageCompleted, RunFailed, WorkflowStateChanged
 from app.service.parts import Parts
 from app.service.text_checks import checked_message
 from app.service.workflow_requests import WorkflowStart
@@ -157,20 +156,17 @@ class Workflows:
         await self._get(workflow_id)
         for name in (from_agent, to_agent):
             agent_spec(name)
-        message = AgentMessage(
-            id=uuid.uuid4().hex,
-            conversation_id=workflow_id,
-            from_agent=from_agent,
-            to_agent=to_agent,
-            kind=kind,
-            content=content,
-            created_at=time.time(),
-        )
-        await self.parts.store.add_agent_message(message)
         if kind == "handoff":
             await self.parts.store.update_conversation(workflow_id, active_agent=to_agent)
-        await self.parts.bus.announce(AgentMessageSent(**message.model_dump()))
-        return message
+        return await send_agent_message(
+            self.parts.store,
+            self.parts.bus.announce,
+            workflow_id,
+            from_agent,
+            to_agent,
+            kind,
+            content,
+        )
 
     async def change_state(self, workflow_id: str, action: str) -> str:
         """Pause (between steps), resume, or cancel (stops the running step); the new state."""

@@ -1,6 +1,7 @@
 """A SQLite connection in a thread of its own, and the trips its work takes there."""
 
 import asyncio
+import itertools
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+# What a piece of work came to: its result, or the error it raised.
+Outcome = tuple[Any, BaseException | None]
 
 BUSY_TIMEOUT_SECONDS = 60.0
 
@@ -36,7 +39,7 @@ class Connection:
         self._path = path
         self._db: sqlite3.Connection | None = None
         self._waiting: list[_Work] = []
-        self._trip: asyncio.Future[None] | None = None  # the trip under way
+        self._trip: asyncio.Future[list[Outcome]] | None = None  # the trip under way
 
     async def open(self) -> None:
         self._db = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
@@ -80,13 +83,12 @@ class Connection:
         self._trip = loop.run_in_executor(self._thread, _do_all, self._db, batch)
         self._trip.add_done_callback(lambda trip: self._trip_done(trip, batch))
 
-    def _trip_done(
-        self, trip: asyncio.Future[list[tuple[Any, BaseException | None]]], batch: list[_Work]
-    ) -> None:
+    def _trip_done(self, trip: asyncio.Future[list[Outcome]], batch: list[_Work]) -> None:
         self._trip = None
-        outcomes = (
-            trip.result() if trip.exception() is None else [(None, trip.exception())] * len(batch)
-        )
+        try:
+            outcomes = trip.result()
+        except BaseException as exc:  # the trip itself failed: so did all it carried
+            outcomes = [(None, exc)] * len(batch)
         for item, (result, error) in zip(batch, outcomes, strict=True):
             if item.done.done():
                 continue  # its caller stopped waiting; the work was done all the same
@@ -106,27 +108,20 @@ class Connection:
         self._thread.shutdown(wait=True)
 
 
-def _do_all(db: sqlite3.Connection, batch: list[_Work]) -> list[tuple[Any, BaseException | None]]:
+def _do_all(db: sqlite3.Connection, batch: list[_Work]) -> list[Outcome]:
     """In the connection's thread: each piece of work in order, each run of transactions
-    in one transaction. Returns each one's result or error."""
-    outcomes: list[tuple[Any, BaseException | None]] = []
-    index = 0
-    while index < len(batch):
-        if not batch[index].transaction:
-            outcomes.append(_outcome(db, batch[index].work))
-            index += 1
-            continue
-        group = []
-        while index < len(batch) and batch[index].transaction:
-            group.append(batch[index])
-            index += 1
-        outcomes += _in_one_transaction(db, group)
+    in one transaction."""
+    outcomes: list[Outcome] = []
+    for in_transaction, run in itertools.groupby(batch, key=lambda item: item.transaction):
+        works = [item.work for item in run]
+        if in_transaction:
+            outcomes += _in_one_transaction(db, works)
+        else:
+            outcomes += [_outcome(db, work) for work in works]
     return outcomes
 
 
-def _outcome(
-    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]
-) -> tuple[Any, BaseException | None]:
+def _outcome(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Outcome:
     try:
         return work(db), None
     except Exception as exc:
@@ -134,17 +129,18 @@ def _outcome(
 
 
 def _in_one_transaction(
-    db: sqlite3.Connection, group: list[_Work]
-) -> list[tuple[Any, BaseException | None]]:
+    db: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]
+) -> list[Outcome]:
+    """The works in one transaction, each in a savepoint of its own."""
     try:
         db.execute("BEGIN IMMEDIATE")
     except Exception as exc:
-        return [(None, exc)] * len(group)
-    outcomes: list[tuple[Any, BaseException | None]] = []
+        return [(None, exc)] * len(works)
+    outcomes: list[Outcome] = []
     try:
-        for item in group:
+        for work in works:
             db.execute("SAVEPOINT work")
-            result, error = _outcome(db, item.work)
+            result, error = _outcome(db, work)
             if error is not None:
                 db.execute("ROLLBACK TO work")
             db.execute("RELEASE work")
@@ -153,5 +149,5 @@ def _in_one_transaction(
     except Exception as exc:  # the commit (or a savepoint) failed: none of it holds
         if db.in_transaction:
             db.rollback()
-        return [(None, exc)] * len(group)
+        return [(None, exc)] * len(works)
     return outcomes
